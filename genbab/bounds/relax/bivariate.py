@@ -1,0 +1,1 @@
+"""Relaxations: bivariate (placeholder, filled in by its owner)."""

@@ -1,0 +1,1 @@
+"""Relaxations: convex (placeholder, filled in by its owner)."""

@@ -1,0 +1,1 @@
+"""Relaxations: relu (placeholder, filled in by its owner)."""

@@ -1,0 +1,1 @@
+"""Relaxations: s_shaped (placeholder, filled in by its owner)."""

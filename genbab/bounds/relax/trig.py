@@ -1,0 +1,1 @@
+"""Relaxations: trig (placeholder, filled in by its owner)."""
