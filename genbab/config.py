@@ -1,0 +1,178 @@
+"""Typed options, loaded from YAML and overridden by ``--set section.key=value``.
+
+Every option lives in one frozen dataclass per section. Unknown sections or keys and
+values of the wrong type are :class:`~genbab.errors.ConfigError`, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from genbab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GeneralConfig:
+    """Where and how tensors are computed."""
+
+    device: str = "cpu"
+    dtype: str = "float64"
+    seed: int = 0
+    num_threads: int = 0  # 0: torch's default
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """PGD attack on the property's violation margin."""
+
+    enabled: bool = True
+    restarts: int = 20
+    steps: int = 100
+    step_size: float = 0.1  # relative to the box's half-width
+    batch_size: int = 256
+    # Replay candidates with onnxruntime before reporting sat.
+    check_onnxruntime: bool = True
+
+
+@dataclass(frozen=True)
+class BoundsConfig:
+    """Incomplete verification by bound propagation."""
+
+    method: str = "alpha-crown"  # interval | crown | alpha-crown
+    intermediate: str = "crown"  # interval | crown: bounds of nonlinear inputs
+    alpha_iterations: int = 50
+    alpha_lr: float = 0.1
+    alpha_lr_decay: float = 0.98
+    early_stop_patience: int = 10
+    # Largest number of output constraints bounded in one backward pass.
+    spec_batch_size: int = 512
+
+
+@dataclass(frozen=True)
+class BabConfig:
+    """Branch-and-bound on the inputs of nonlinearities."""
+
+    enabled: bool = False
+    batch_size: int = 64
+    max_domains: int = 200_000
+
+
+@dataclass(frozen=True)
+class Config:
+    """All options of one run."""
+
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    bounds: BoundsConfig = field(default_factory=BoundsConfig)
+    bab: BabConfig = field(default_factory=BabConfig)
+
+
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("general", "dtype"): ("float32", "float64"),
+    ("bounds", "method"): ("interval", "crown", "alpha-crown"),
+    ("bounds", "intermediate"): ("interval", "crown"),
+}
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None
+) -> Config:
+    """Build a :class:`Config` from an optional YAML file and ``key=value`` strings.
+
+    Args:
+        path: YAML file with a mapping of sections to mappings of options.
+        overrides: Strings ``section.key=value``; the value is read as YAML
+            (``--set attack.enabled=false``). Applied after the file.
+
+    Raises:
+        ConfigError: Unreadable file, unknown section or key, or a wrong type.
+    """
+    data: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections")
+        for section, values in loaded.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: section '{section}' must be a mapping")
+            data.setdefault(str(section), {}).update(values)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--set expects section.key=value, got '{item}'")
+        data.setdefault(section, {})[name] = yaml.safe_load(raw) if raw else ""
+    return build_config(data, str(path) if path else "--set")
+
+
+def build_config(data: dict[str, dict[str, Any]], origin: str = "config") -> Config:
+    """Validate a nested mapping and turn it into a :class:`Config`."""
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    built: dict[str, Any] = {}
+    for section, values in data.items():
+        if section not in sections:
+            known = ", ".join(sections)
+            raise ConfigError(f"{origin}: unknown section '{section}' (known: {known})")
+        cls = typing.get_type_hints(Config)[section]
+        built[section] = _build_section(cls, section, values, origin)
+    return Config(**built)
+
+
+def _build_section(cls: type, section: str, values: dict[str, Any], origin: str):
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in hints:
+            known = ", ".join(hints)
+            raise ConfigError(
+                f"{origin}: unknown option '{section}.{key}' (known: {known})"
+            )
+        kwargs[key] = _check_type(f"{section}.{key}", hints[key], value, origin)
+        choices = CHOICES.get((section, key))
+        if choices and kwargs[key] not in choices:
+            raise ConfigError(
+                f"{origin}: '{section}.{key}' must be one of {', '.join(choices)},"
+                f" got '{value}'"
+            )
+    return cls(**kwargs)
+
+
+def _check_type(name: str, hint: Any, value: Any, origin: str) -> Any:
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    base = typing.get_origin(hint)
+    if base in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            if option is type(None) and value is None:
+                return None
+            if option is not type(None):
+                try:
+                    return _check_type(name, option, value, origin)
+                except ConfigError:
+                    continue
+    elif isinstance(hint, type) and isinstance(value, hint):
+        if not (hint is int and isinstance(value, bool)):
+            return value
+    raise ConfigError(
+        f"{origin}: '{name}' expects {getattr(hint, '__name__', hint)}, got {value!r}"
+    )
+
+
+def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """The options as a nested mapping (for reports and ``--print-config``)."""
+    return dataclasses.asdict(config)
