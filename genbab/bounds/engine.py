@@ -1,0 +1,302 @@
+"""Interval and backward linear (CROWN) bound propagation over a :class:`Graph`.
+
+Shapes: ``B`` is the number of domains (input boxes, branch-and-bound subproblems),
+``S`` the number of linear objectives bounded together. Concrete bounds of a value
+are ``[B, *shape]``; linear coefficients on a value are ``[B, S, *shape]``.
+
+A backward pass bounds ``A . v_start + bias`` from below: it walks the graph from
+the start value to the input, replacing each node's output by a linear function of
+its inputs (exact for linear nodes, a relaxation for nonlinear ones), and finally
+minimises the linear function of the input over the box.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from genbab.bounds.box import Bounds, Box, check_finite, sum_to_shape
+from genbab.bounds.nonlinear import mul_interval, relax_unary, unary_interval
+from genbab.bounds.relax.bivariate import relax_mul
+from genbab.errors import BoundsError
+from genbab.model.graph import Graph, Node
+from genbab.model.ops import Mul, Unary
+
+logger = logging.getLogger(__name__)
+
+# Parameters of the optimizable relaxations: node name -> tensor ``[P, B, S, *shape]``.
+Params = dict[str, Tensor]
+
+
+@dataclass
+class LinearForm:
+    """``coeffs . x + bias`` for ``x`` the graph input.
+
+    Attributes:
+        coeffs: ``[B, S, *input_shape]``.
+        bias: ``[B, S]``.
+    """
+
+    coeffs: Tensor
+    bias: Tensor
+
+
+@dataclass
+class Engine:
+    """Bound propagation over one graph on one device and dtype.
+
+    Holds per-node caches (the transposed linear maps); cheap to keep around for a
+    whole verification run.
+    """
+
+    graph: Graph
+    dtype: torch.dtype = torch.float64
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    _vjps: dict[str, tuple[Tensor, Callable]] = field(default_factory=dict)
+    _shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._shapes = {self.graph.input_name: self.graph.input_shape}
+        for n in self.graph.nodes:
+            self._shapes[n.name] = n.shape
+        self._order = {n.name: i for i, n in enumerate(self.graph.nodes)}
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Per-sample shape of value ``name``."""
+        return self._shapes[name]
+
+    # ------------------------------------------------------------------ intervals
+    def interval(self, box: Box, bounds: Bounds | None = None) -> Bounds:
+        """Interval bounds of every value, tightened by any ``bounds`` given.
+
+        Args:
+            box: The input boxes ``[B, *input_shape]``.
+            bounds: Known bounds (e.g. from CROWN or branching) that are
+                intersected with the interval ones where present.
+
+        Returns:
+            Bounds of the input and of every node.
+        """
+        known = bounds or {}
+        out: Bounds = {self.graph.input_name: (box.lower, box.upper)}
+        for node in self.graph.nodes:
+            lo, hi = self._node_interval(node, out)
+            if node.name in known:
+                klo, khi = known[node.name]
+                lo, hi = torch.maximum(lo, klo), torch.minimum(hi, khi)
+            out[node.name] = (lo, hi)
+        return out
+
+    def _node_interval(self, node: Node, out: Bounds) -> tuple[Tensor, Tensor]:
+        ins = [out[i] for i in node.inputs]
+        op = node.op
+        if op.linear:
+            mids = [(lo + hi) / 2 for lo, hi in ins]
+            rads = [((hi - lo) / 2).clamp(min=0) for lo, hi in ins]
+            mid = torch.vmap(op.forward)(*mids)
+            rad = torch.vmap(op.abs_forward)(*rads)
+            return mid - rad, mid + rad
+        if isinstance(op, Unary):
+            return unary_interval(node, *ins[0])
+        if isinstance(op, Mul):
+            (xl, xu), (yl, yu) = ins
+            return mul_interval(xl, xu, yl, yu)
+        raise BoundsError(f"no bounds for operator {op.op_type} (node '{node.name}')")
+
+    # ------------------------------------------------------------------ backward
+    def needs_bounds(self) -> list[str]:
+        """Values whose concrete bounds the relaxations need, in topological order."""
+        names: list[str] = []
+        for node in self.graph.nodes:
+            if node.op.linear:
+                continue
+            for i in node.inputs:
+                if i not in names:
+                    names.append(i)
+        return sorted(names, key=lambda n: self._order.get(n, -1))
+
+    def backward(
+        self,
+        start: str,
+        coeffs: Tensor,
+        bounds: Bounds,
+        params: Params | None = None,
+    ) -> LinearForm:
+        """Propagate ``coeffs . value(start)`` back to a linear form of the input.
+
+        The result is a valid lower bound: ``coeffs . value(start) >= form(x)`` for
+        every input ``x`` in the boxes whose values respect ``bounds``.
+
+        Args:
+            start: Name of the value being bounded.
+            coeffs: Coefficients on it, ``[B, S, *shape(start)]``.
+            bounds: Concrete bounds of at least every input of every nonlinear node
+                between the graph input and ``start``, each ``[B, *shape]``.
+            params: Optimizable relaxation parameters by node name, or None for
+                the default relaxations.
+
+        Returns:
+            The linear form in the graph input.
+        """
+        B, S = coeffs.shape[:2]
+        acc: dict[str, Tensor] = {start: coeffs}
+        bias = coeffs.new_zeros(B, S)
+        stop = self._order.get(start, -1)
+        for node in reversed(self.graph.nodes[: stop + 1]):
+            a = acc.pop(node.name, None)
+            if a is None:
+                continue
+            contributions, b = self._node_backward(node, a, bounds, params)
+            bias = bias + b
+            for name, c in zip(node.inputs, contributions, strict=True):
+                acc[name] = acc[name] + c if name in acc else c
+        a_in = acc.pop(self.graph.input_name, None)
+        if a_in is None:  # the start value does not depend on the input
+            a_in = coeffs.new_zeros(B, S, *self.graph.input_shape)
+        return LinearForm(a_in, bias)
+
+    def _node_backward(
+        self, node: Node, a: Tensor, bounds: Bounds, params: Params | None
+    ) -> tuple[list[Tensor], Tensor]:
+        """Coefficients on each input of ``node`` and the bias collected."""
+        op = node.op
+        if op.linear:
+            const, vjp = self._linear_vjp(node)
+            B, S = a.shape[:2]
+            flat = a.reshape(B * S, *a.shape[2:])
+            grads = torch.vmap(vjp)(flat)
+            outs = [g.reshape(B, S, *g.shape[1:]) for g in grads]
+            bias = (a * const).flatten(2).sum(-1)
+            return outs, bias
+        p = None if params is None else params.get(node.name)
+        if isinstance(op, Unary):
+            lo, hi = bounds[node.inputs[0]]
+            rel = relax_unary(node, lo.unsqueeze(1), hi.unsqueeze(1), p)
+            pos, neg = a.clamp(min=0), a.clamp(max=0)
+            coef = pos * rel.lower_slope + neg * rel.upper_slope
+            bias = (pos * rel.lower_bias + neg * rel.upper_bias).flatten(2).sum(-1)
+            return [coef], bias
+        if isinstance(op, Mul):
+            (xl, xu), (yl, yu) = (bounds[i] for i in node.inputs)
+            shape = node.shape
+            xl, xu, yl, yu = (
+                t.unsqueeze(1) for t in broadcast_batch(shape, xl, xu, yl, yu)
+            )
+            rel = relax_mul(xl, xu, yl, yu, p)
+            pos, neg = a.clamp(min=0), a.clamp(max=0)
+            ax = pos * rel.lower_x + neg * rel.upper_x
+            ay = pos * rel.lower_y + neg * rel.upper_y
+            bias = (pos * rel.lower_bias + neg * rel.upper_bias).flatten(2).sum(-1)
+            sx, sy = (self.shape(i) for i in node.inputs)
+            return [sum_to_shape(ax, sx, 2), sum_to_shape(ay, sy, 2)], bias
+        raise BoundsError(
+            f"no linear relaxation for operator {op.op_type} (node '{node.name}')"
+        )
+
+    def _linear_vjp(self, node: Node) -> tuple[Tensor, Callable]:
+        """The constant term and the transposed map of a linear node (cached)."""
+        if node.name not in self._vjps:
+            zeros = [
+                torch.zeros(self.shape(i), dtype=self.dtype, device=self.device)
+                for i in node.inputs
+            ]
+            const, vjp = torch.func.vjp(node.op.forward, *zeros)
+            self._vjps[node.name] = (const.detach(), vjp)
+        return self._vjps[node.name]
+
+    # ------------------------------------------------------------------ CROWN
+    def crown_value(
+        self, name: str, box: Box, bounds: Bounds, params: Params | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """CROWN lower and upper bounds of every neuron of value ``name``.
+
+        Returns:
+            ``(lower, upper)``, each ``[B, *shape(name)]``.
+        """
+        shape = self.shape(name)
+        n = _numel(shape)
+        B = box.batch
+        eye = torch.eye(n, dtype=box.lower.dtype, device=box.lower.device)
+        coeffs = torch.cat([eye, -eye]).reshape(1, 2 * n, *shape).expand(B, -1, *shape)
+        form = self.backward(name, coeffs, bounds, params)
+        value = box.concretize(form.coeffs, form.bias)
+        lower = value[:, :n].reshape(B, *shape)
+        upper = -value[:, n:].reshape(B, *shape)
+        return lower, upper
+
+    def crown_bounds(
+        self,
+        box: Box,
+        known: Bounds | None = None,
+        deadline: float | None = None,
+    ) -> Bounds:
+        """Bounds of every value that a relaxation needs, by CROWN.
+
+        Values are bounded in topological order, each intersected with its
+        interval bounds (and ``known`` ones). Past ``deadline`` the remaining
+        values keep their interval bounds.
+        """
+        bounds = self.interval(box, known)
+        for name in self.needs_bounds():
+            if name == self.graph.input_name:
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            lo, hi = self.crown_value(name, box, bounds)
+            ilo, ihi = bounds[name]
+            lo, hi = torch.maximum(lo, ilo), torch.minimum(hi, ihi)
+            check_finite(name, lo, hi)
+            bounds[name] = (lo, hi)
+            # Later nodes' interval bounds profit from the tighter ones.
+            bounds = self.interval(box, bounds)
+        return bounds
+
+    def objective_lower(
+        self,
+        coeffs: Tensor,
+        box: Box,
+        bounds: Bounds,
+        params: Params | None = None,
+    ) -> Tensor:
+        """Lower bounds of ``coeffs . y`` for ``y`` the flattened graph output.
+
+        Args:
+            coeffs: ``[B, S, num_outputs]``.
+
+        Returns:
+            ``[B, S]``.
+        """
+        B, S = coeffs.shape[:2]
+        shape = self.graph.output_shape
+        form = self.backward(
+            self.graph.output_name, coeffs.reshape(B, S, *shape), bounds, params
+        )
+        return box.concretize(form.coeffs, form.bias)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def broadcast_batch(shape: tuple[int, ...], *ts: Tensor) -> list[Tensor]:
+    """Expand per-domain tensors ``[B, *s]`` to ``[B, *shape]`` (ONNX broadcast).
+
+    Args:
+        shape: The per-sample target shape.
+        ts: Tensors ``[B, *s]`` with ``s`` broadcastable to ``shape``.
+    """
+    out = []
+    for t in ts:
+        per = t.shape[1:]
+        pad = len(shape) - len(per)
+        t = t.reshape(t.shape[0], *([1] * pad), *per)
+        out.append(t.expand(t.shape[0], *shape))
+    return out

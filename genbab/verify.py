@@ -1,0 +1,157 @@
+"""Verify one instance: attack, then bounds; the verdict and its evidence.
+
+``unsat`` is returned only when every case of the property is proven by sound
+bounds; ``sat`` only with a counterexample that onnxruntime confirmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+
+from genbab.bounds import Box, Engine, bound_objective, build_objective
+from genbab.config import Config
+from genbab.errors import GenbabError
+from genbab.model import load_model
+from genbab.model.graph import Graph
+from genbab.result import Result, Verdict
+from genbab.spec import Property, read_vnnlib
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class _Clock:
+    """Elapsed time and the deadline of one run."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.start = time.monotonic()
+        self.deadline = None if timeout is None else self.start + timeout
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
+def verify(
+    model_path: str | os.PathLike,
+    property_path: str | os.PathLike,
+    *,
+    timeout: float | None = None,
+    config: Config | None = None,
+) -> Result:
+    """Verify that the model satisfies the property (the VNN-LIB file encodes
+    its violation).
+
+    Args:
+        model_path: ONNX model (``.onnx`` or ``.onnx.gz``).
+        property_path: VNN-LIB property (``.vnnlib`` or ``.vnnlib.gz``).
+        timeout: Seconds; the run stops and returns ``timeout`` soon after.
+        config: Options; defaults when None.
+
+    Returns:
+        The :class:`Result`. Bad input gives ``Verdict.ERROR`` with a one-line
+        message rather than an exception.
+    """
+    config = config or Config()
+    clock = _Clock(timeout)
+    stats: dict = {}
+    try:
+        graph = load_model(model_path)
+        prop = read_vnnlib(property_path, graph.num_inputs, graph.num_outputs)
+        verdict, message, cex = _run(graph, prop, str(model_path), config, clock,
+                                     stats)
+    except GenbabError as exc:
+        logger.error("%s", exc)
+        return Result(Verdict.ERROR, clock.elapsed(), message=str(exc), stats=stats)
+    return Result(verdict, clock.elapsed(), cex, message, stats)
+
+
+def _run(graph: Graph, prop: Property, model_path: str, config: Config,
+         clock: _Clock, stats: dict):
+    general = config.general
+    if general.num_threads > 0:
+        torch.set_num_threads(general.num_threads)
+    torch.manual_seed(general.seed)
+    device = torch.device(general.device)
+    dtype = DTYPES[general.dtype]
+    logger.info(
+        "model %s: %d inputs, %d outputs, %d nodes; property %s: %d case(s)",
+        model_path, graph.num_inputs, graph.num_outputs, len(graph.nodes),
+        prop.path, len(prop.cases),
+    )
+
+    # 1. Look for a counterexample.
+    if config.attack.enabled:
+        from genbab.attack import pgd_attack
+
+        t0 = time.monotonic()
+        cex = pgd_attack(
+            graph.to(device, torch.float32), prop, config.attack, device=device,
+            dtype=torch.float32, seed=general.seed, deadline=clock.deadline,
+            model_path=model_path,
+        )
+        stats["attack_seconds"] = time.monotonic() - t0
+        if cex is not None:
+            return Verdict.SAT, "counterexample found by PGD", cex
+        if clock.expired():
+            return Verdict.TIMEOUT, "time limit reached during the attack", None
+
+    # 2. Prove every case with bounds.
+    engine = Engine(graph.to(device, dtype), dtype, device)
+    t0 = time.monotonic()
+    proven, worst = _prove_cases(engine, prop, config, clock)
+    stats["bounds_seconds"] = time.monotonic() - t0
+    stats["bounds_method"] = config.bounds.method
+    stats["worst_margin"] = worst
+    stats["cases_proven"] = int(sum(proven))
+    stats["cases"] = len(prop.cases)
+    if all(proven):
+        return Verdict.UNSAT, f"proven by {config.bounds.method}", None
+    if clock.expired():
+        return Verdict.TIMEOUT, "time limit reached", None
+    return (
+        Verdict.UNKNOWN,
+        f"{config.bounds.method} proved {sum(proven)} of {len(proven)} case(s);"
+        f" worst margin {worst:.4g}",
+        None,
+    )
+
+
+def _prove_cases(
+    engine: Engine, prop: Property, config: Config, clock: _Clock
+) -> tuple[list[bool], float]:
+    """Bound every case; return which are proven and the worst clause margin."""
+    dtype, device = engine.dtype, engine.device
+    shape = engine.graph.input_shape
+    proven: list[bool] = []
+    worst = float("inf")
+    chunk = max(1, config.bounds.spec_batch_size // 16)
+    cases = list(prop.cases)
+    for start in range(0, len(cases), chunk):
+        part = cases[start : start + chunk]
+        box = Box(
+            torch.stack([_tensor(c.lower, shape, dtype, device) for c in part]),
+            torch.stack([_tensor(c.upper, shape, dtype, device) for c in part]),
+        )
+        objective = build_objective(part, dtype, device)
+        lower, _ = bound_objective(
+            engine, box, objective, config.bounds, deadline=clock.deadline
+        )
+        margins = objective.clause_margins(lower)
+        proven.extend(bool(p) for p in (margins > 0).all(-1))
+        worst = min(worst, float(margins.min()))
+        if clock.expired():
+            proven.extend(False for _ in cases[start + chunk :])
+            break
+    return proven, worst
+
+
+def _tensor(values, shape, dtype, device) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=dtype, device=device).reshape(shape)
