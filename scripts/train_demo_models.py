@@ -535,10 +535,6 @@ def pick_images(predictions: Sequence[np.ndarray], y_test: np.ndarray) -> list[i
     return [int(i) for i in np.flatnonzero(ok)[:NUM_IMAGES]]
 
 
-def _eps_tag(eps: float) -> str:
-    return f"{eps:g}"
-
-
 def _write_property(
     root: Path,
     stem: str,
@@ -550,7 +546,7 @@ def _write_property(
 ) -> tuple[str, np.ndarray, np.ndarray]:
     lower, upper = robustness_box(image, eps)
     title = (
-        f"{spec_name}: L-inf eps={_eps_tag(eps)} around digits test image "
+        f"{spec_name}: L-inf eps={eps:g} around digits test image "
         f"{image_index} (label {label}), clipped to [0, 1]"
     )
     rel = f"vnnlib/{stem}.vnnlib"
@@ -576,22 +572,25 @@ def _classify(
     return "unknown", None, margin, None
 
 
-def write_demo(root: Path) -> dict:
-    """Train, export and check every model; write properties, csv and summary.
+def train_and_export(
+    root: Path, split: tuple[np.ndarray, ...], summary: dict
+) -> tuple[dict[str, tuple[nn.Sequential, onnx.ModelProto]], list[np.ndarray]]:
+    """Train every model of ``MODEL_SPECS``, check its export, save it.
 
     Args:
-        root: Repository root (``models/`` and ``vnnlib/`` are created in it).
+        root: Repository root; models go to ``root/models``.
+        split: ``(x_train, x_test, y_train, y_test)`` from :func:`load_digits_split`.
+        summary: Gets one entry per model under ``"models"``.
 
     Returns:
-        The summary written to ``models/demo_summary.json``.
-    """
-    x_train, x_test, y_train, y_test = load_digits_split()
-    (root / "models").mkdir(exist_ok=True)
-    (root / "vnnlib").mkdir(exist_ok=True)
+        ``(trained, predictions)``: torch and ONNX model by name, and per model the
+        onnxruntime predictions on the test split, shape ``[N]``.
 
-    # train, export, check against onnxruntime
+    Raises:
+        RuntimeError: onnxruntime and torch differ by 1e-5 or more.
+    """
+    x_train, x_test, y_train, y_test = split
     trained: dict[str, tuple[nn.Sequential, onnx.ModelProto]] = {}
-    summary: dict = {"split": _split_info(), "models": {}, "instances": []}
     predictions = []
     for spec in MODEL_SPECS:
         model = train_mlp(spec, x_train, y_train)
@@ -612,18 +611,40 @@ def write_demo(root: Path) -> dict:
             "max_abs_diff_onnx_torch": float(f"{diff:.3g}"),
         }
         print(f"{spec.name}: test accuracy {accuracy:.4f} (onnx-torch diff {diff:.2e})")
+    return trained, predictions
 
-    # properties: rotate the shared images over the models
-    images = pick_images(predictions, y_test)
-    rows = []
+
+def _property_jobs(images: Sequence[int]) -> list[tuple[str, int, float, str]]:
+    """(model, test index, eps, file stem) of every instance; smoke pair first."""
     smoke = [("smoke_unsat", SMOKE_EPS_UNSAT), ("smoke_sat", SMOKE_EPS_SAT)]
     jobs = [(SMOKE_MODEL, images[0], eps, stem) for stem, eps in smoke]
     for m, spec in enumerate(MODEL_SPECS):
         for r in range(IMAGES_PER_MODEL):
             k = images[(m * IMAGES_PER_MODEL + r) % len(images)]
             for eps in EPSILONS:
-                stem = f"{spec.name}_img{k}_eps{_eps_tag(eps)}"
-                jobs.append((spec.name, k, eps, stem))
+                jobs.append((spec.name, k, eps, f"{spec.name}_img{k}_eps{eps:g}"))
+    return jobs
+
+
+def write_demo(root: Path) -> dict:
+    """Train, export and check every model; write properties, csv and summary.
+
+    Args:
+        root: Repository root (``models/`` and ``vnnlib/`` are created in it).
+
+    Returns:
+        The summary written to ``models/demo_summary.json``.
+    """
+    split = load_digits_split()
+    _, x_test, _, y_test = split
+    (root / "models").mkdir(exist_ok=True)
+    (root / "vnnlib").mkdir(exist_ok=True)
+    summary: dict = {"split": _split_info(), "models": {}, "instances": []}
+    trained, predictions = train_and_export(root, split, summary)
+
+    # properties around images every model gets right, with known verdicts
+    rows = []
+    jobs = _property_jobs(pick_images(predictions, y_test))
     for seed, (name, k, eps, stem) in enumerate(jobs):
         label = int(y_test[k])
         rel, lower, upper = _write_property(root, stem, name, k, x_test[k], label, eps)
