@@ -1,0 +1,513 @@
+"""genbab's command line.
+
+``genbab verify MODEL PROPERTY`` checks one instance: the verdict goes to stdout
+(one word), a short summary to stderr, and optionally a VNN-COMP result file and
+a JSON report to disk. ``genbab run INSTANCES_CSV`` checks a whole benchmark with
+resume. This is the only module that prints or configures logging.
+
+Exit status: 0 for sat, unsat, unknown and timeout; 1 for error (bad input,
+config error, failure inside verify); 2 for a bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from genbab.config import Config, config_to_dict, load_config
+from genbab.errors import ConfigError
+from genbab.result import Result, Verdict
+from genbab.runner.execute import (
+    Executor,
+    InProcessExecutor,
+    WorkerExecutor,
+    call_verify,
+    one_line,
+)
+from genbab.runner.instances import (
+    DEFAULT_RETRY,
+    BatchSummary,
+    Instance,
+    InstancesError,
+    Record,
+    read_instances,
+    run_batch,
+    select_instances,
+)
+from genbab.runner.results import (
+    build_report,
+    checked_result,
+    genbab_version,
+    write_report_json,
+    write_result_file,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GRACE = 5.0
+_HANDLER_MARK = "_genbab_cli_handler"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` if None.
+
+    Returns:
+        The exit status (argparse exits with 2 itself on usage errors).
+    """
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        return args.command(args)
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with its ``verify`` and ``run`` subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="genbab",
+        description="Verify neural networks (ONNX) against VNN-LIB properties.",
+    )
+    parser.add_argument("--version", action="version", version=genbab_version())
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    loudness = common.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        dest="log_level",
+        action="store_const",
+        const=logging.DEBUG,
+        default=logging.INFO,
+        help="log debug details",
+    )
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        dest="log_level",
+        action="store_const",
+        const=logging.WARNING,
+        help="log only warnings and errors; no progress bar",
+    )
+    common.add_argument("--config", metavar="YAML", help="options file")
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one option (repeatable)",
+    )
+    common.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the merged options as YAML and exit",
+    )
+    common.add_argument(
+        "--grace",
+        type=_non_negative_float,
+        default=DEFAULT_GRACE,
+        metavar="S",
+        help="seconds past the timeout before verification is stopped by force"
+        f" (default {DEFAULT_GRACE:g})",
+    )
+
+    verify = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="verify one model against one property",
+        description="Verify one instance; prints sat, unsat, unknown, timeout or"
+        " error.",
+    )
+    verify.add_argument(
+        "model", nargs="?", metavar="MODEL", help="ONNX model (.onnx or .onnx.gz)"
+    )
+    verify.add_argument(
+        "property",
+        nargs="?",
+        metavar="PROPERTY",
+        help="VNN-LIB property (.vnnlib or .vnnlib.gz)",
+    )
+    verify.add_argument(
+        "--timeout", type=_positive_float, metavar="S", help="time limit in seconds"
+    )
+    verify.add_argument(
+        "--result-file", metavar="FILE", help="write a VNN-COMP result file"
+    )
+    verify.add_argument("--report-json", metavar="FILE", help="write a JSON report")
+    verify.set_defaults(command=_cmd_verify, parser=verify)
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="verify every instance of an instances.csv",
+        description="Run every row of an instances.csv (onnx,vnnlib,timeout),"
+        " resuming where a previous run stopped.",
+    )
+    run.add_argument("instances", nargs="?", metavar="INSTANCES_CSV")
+    run.add_argument(
+        "--out", metavar="DIR", help="output folder (default genbab-results/<category>)"
+    )
+    run.add_argument("--category", help="benchmark name (default: the csv's folder)")
+    run.add_argument(
+        "--timeout-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="F",
+        help="multiply every timeout by F",
+    )
+    run.add_argument(
+        "--max-timeout",
+        type=_positive_float,
+        metavar="S",
+        help="cap every timeout at S seconds",
+    )
+    run.add_argument(
+        "--limit",
+        type=_positive_int,
+        metavar="N",
+        help="run only the first N selected instances",
+    )
+    run.add_argument(
+        "--filter",
+        metavar="SUBSTR",
+        help="only instances whose onnx or vnnlib path contains SUBSTR",
+    )
+    run.add_argument(
+        "--retry",
+        type=_verdict_list,
+        default=DEFAULT_RETRY,
+        metavar="VERDICTS",
+        help="comma-separated verdicts in results.csv to compute again"
+        " (default: error); all others are skipped",
+    )
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="verify in this process instead of a worker process (no start-up"
+        " cost, but an overrunning or crashing instance stops the batch)",
+    )
+    run.set_defaults(command=_cmd_run, parser=run)
+    return parser
+
+
+def configure_logging(level: int) -> None:
+    """Send log records of ``level`` and above to stderr (replacing our handler)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    setattr(handler, _HANDLER_MARK, True)
+    handler.setFormatter(_Formatter(verbose=level <= logging.DEBUG))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+class _Formatter(logging.Formatter):
+    """Plain messages, prefixed with ``warning:``/``error:`` unless verbose."""
+
+    def __init__(self, verbose: bool) -> None:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else None
+        super().__init__(fmt)
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if self.verbose or record.levelno < logging.WARNING:
+            return text
+        prefix = "error" if record.levelno >= logging.ERROR else "warning"
+        return f"{prefix}: {text}"
+
+
+# --- genbab verify ------------------------------------------------------------
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    if not args.print_config and (args.model is None or args.property is None):
+        args.parser.error("the arguments MODEL and PROPERTY are required")
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        reporter = _Reporter(args, None, started)
+        return reporter.finish(Result(Verdict.ERROR, message=one_line(exc)))
+    if args.print_config:
+        return _print_config(config)
+
+    reporter = _Reporter(args, config, started)
+    watchdog = None
+    if args.timeout is not None:
+        watchdog = threading.Timer(args.timeout + args.grace, reporter.stop)
+        watchdog.daemon = True
+        watchdog.start()
+    result = call_verify(args.model, args.property, args.timeout, config)
+    if watchdog is not None:
+        watchdog.cancel()
+    return reporter.finish(result)
+
+
+class _Reporter:
+    """Writes the outputs of ``genbab verify`` exactly once: for verify's result,
+    or for the watchdog's ``timeout``, whichever comes first."""
+
+    def __init__(
+        self, args: argparse.Namespace, config: Config | None, started: float
+    ) -> None:
+        self.args = args
+        self.config = config
+        self.started = started
+        self._lock = threading.Lock()
+        self._done = False
+
+    def finish(self, result: Result) -> int:
+        """Report ``result``; returns the exit status."""
+        with self._lock:  # if the watchdog got here first, wait for its exit
+            self._done = True
+            return self._emit(result)
+
+    def stop(self) -> None:
+        """The watchdog: report ``timeout`` and end the process at once."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            seconds = time.monotonic() - self.started
+            logger.warning(
+                "verify did not return within timeout %g s + grace %g s; stopping",
+                self.args.timeout,
+                self.args.grace,
+            )
+            result = Result(
+                Verdict.TIMEOUT,
+                seconds=seconds,
+                message=f"stopped by the watchdog after {seconds:.1f} s",
+            )
+            status = 1
+            try:
+                status = self._emit(result)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(status)
+
+    def _emit(self, result: Result) -> int:
+        args = self.args
+        result = checked_result(result)
+        config_dict = config_to_dict(self.config) if self.config else None
+        try:
+            if args.result_file:
+                write_result_file(args.result_file, result)
+            if args.report_json:
+                report = build_report(
+                    result,
+                    model_path=args.model,
+                    property_path=args.property,
+                    timeout=args.timeout,
+                    config=config_dict,
+                    result_file=args.result_file,
+                )
+                write_report_json(args.report_json, report)
+        except OSError as exc:
+            print(Verdict.ERROR, flush=True)
+            logger.error("cannot write output: %s", one_line(exc))
+            return 1
+        print(result.verdict, flush=True)
+        _log_summary(result)
+        return 1 if result.verdict == Verdict.ERROR else 0
+
+
+def _log_summary(result: Result) -> None:
+    message = one_line(result.message)
+    if result.verdict == Verdict.ERROR:
+        logger.error("%s", message or "verification failed")
+        return
+    summary = f"{result.verdict} in {result.seconds:.2f} s"
+    logger.info("%s%s", summary, f": {message}" if message else "")
+    for key, value in result.stats.items():
+        logger.debug("  %s: %s", key, value)
+
+
+# --- genbab run ---------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if not args.print_config and args.instances is None:
+        args.parser.error("the argument INSTANCES_CSV is required")
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        logger.error("%s", one_line(exc))
+        return 1
+    if args.print_config:
+        return _print_config(config)
+    try:
+        instances = read_instances(args.instances)
+    except InstancesError as exc:
+        logger.error("%s", one_line(exc))
+        return 1
+    instances = select_instances(instances, contains=args.filter, limit=args.limit)
+    csv_dir = Path(args.instances).resolve().parent
+    category = args.category or csv_dir.name
+    out = Path(args.out) if args.out else Path("genbab-results") / category
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(_config_yaml(config), encoding="utf-8")
+    logger.info(
+        "%d instances from %s; results in %s", len(instances), args.instances, out
+    )
+
+    if args.in_process:
+        executor: Executor = InProcessExecutor(config)
+    else:
+        executor = WorkerExecutor(
+            config,
+            grace=args.grace,
+            initializer=configure_logging,
+            initargs=(args.log_level,),
+        )
+    try:
+        summary = _run_with_progress(args, instances, out, category, executor, config)
+    except KeyboardInterrupt:
+        logger.error(
+            "interrupted; finished instances are recorded in %s,"
+            " run the same command again to resume",
+            out / "results.csv",
+        )
+        return 130
+    finally:
+        executor.close()
+    if summary.skipped:
+        logger.info(
+            "skipped %d instances already in %s", summary.skipped, out / "results.csv"
+        )
+    print(format_summary(summary), flush=True)
+    return 0
+
+
+def _run_with_progress(
+    args: argparse.Namespace,
+    instances: list[Instance],
+    out: Path,
+    category: str,
+    executor: Executor,
+    config: Config,
+) -> BatchSummary:
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    show = args.log_level <= logging.INFO and sys.stderr.isatty()
+    total = len(instances)
+    with tqdm(total=total, unit="inst", file=sys.stderr, disable=not show) as bar:
+        position = 0
+
+        def on_result(inst: Instance, record: Record | None) -> None:
+            nonlocal position
+            position += 1
+            bar.update(1)
+            if record is None:
+                return
+            bar.set_postfix_str(f"{record.verdict}", refresh=False)
+            logger.info(
+                "[%d/%d] %s: %s in %.2f s%s",
+                position,
+                total,
+                inst.name,
+                record.verdict,
+                record.seconds,
+                f" ({record.message})" if record.message else "",
+            )
+
+        with logging_redirect_tqdm():
+            return run_batch(
+                instances,
+                out,
+                executor,
+                category=category,
+                timeout_scale=args.timeout_scale,
+                max_timeout=args.max_timeout,
+                retry=args.retry,
+                config=config_to_dict(config),
+                on_result=on_result,
+            )
+
+
+def format_summary(summary: BatchSummary) -> str:
+    """A small table: instances per verdict, then the total and its seconds."""
+    counts = summary.counts()
+    lines = [f"{'verdict':<8} {'count':>6}"]
+    lines += [f"{str(v):<8} {n:>6}" for v, n in counts.items()]
+    lines.append(
+        f"{'total':<8} {sum(counts.values()):>6}"
+        f"   {summary.total_seconds:.1f} s ({summary.ran} run,"
+        f" {summary.skipped} skipped)"
+    )
+    return "\n".join(lines)
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def _print_config(config: Config) -> int:
+    print(_config_yaml(config), end="", flush=True)
+    return 0
+
+
+def _config_yaml(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def _verdict_list(text: str) -> frozenset[Verdict]:
+    verdicts = set()
+    for word in filter(None, (w.strip() for w in text.split(","))):
+        try:
+            verdicts.add(Verdict(word))
+        except ValueError:
+            known = ", ".join(Verdict)
+            raise argparse.ArgumentTypeError(
+                f"unknown verdict '{word}' (known: {known})"
+            ) from None
+    return frozenset(verdicts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
