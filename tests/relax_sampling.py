@@ -47,7 +47,7 @@ context="") -> None``
 -> Tensor``
     Uniform random parameters, shape ``[num_params, *shape]``.
 
-``check_family(family, lower, upper, *, fn=None, extra=None, seed=0,
+``check_family(family, lower, upper, *, fn=None, extra=None, tol=None, seed=0,
 context="") -> None``
     Runs ``assert_sound`` for ``params=None``, ``family.init_params``, random
     parameters uniform in [0, 1], in [-5, 5] and in {-1e3, 1e3} (far outside any
@@ -350,6 +350,7 @@ def check_family(
     *,
     fn: Callable[[Tensor], Tensor] | None = None,
     extra: Tensor | None = None,
+    tol: float | None = None,
     seed: int = 0,
     context: str = "",
 ) -> None:
@@ -361,6 +362,7 @@ def check_family(
         upper: Upper interval ends, shape ``shape``.
         fn: Reference function (float64); defaults to ``family.fn``.
         extra: Extra sample points, broadcastable to ``[E, *shape]``.
+        tol: Relative tolerance (see ``assert_sound``); defaults by dtype.
         seed: Seed of sampling and parameters.
         context: Text added to failure messages.
 
@@ -378,6 +380,7 @@ def check_family(
         upper,
         extra=extra,
         seed=seed,
+        tol=tol,
         context=f"{name} params=None",
     )
     if family.num_params == 0:
@@ -393,6 +396,7 @@ def check_family(
         upper,
         extra=extra,
         seed=seed,
+        tol=tol,
         context=f"{name} params=init",
     )
 
@@ -419,5 +423,6 @@ def check_family(
             hi3,
             extra=None if extra is None else extra[:, None],
             seed=seed,
+            tol=tol,
             context=f"{name} params={label}",
         )
