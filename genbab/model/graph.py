@@ -130,8 +130,9 @@ class Graph:
             Node(n.name, n.op.to(device, dtype), n.inputs, n.shape, n.onnx_name)
             for n in self.nodes
         ]
-        return Graph(self.input_name, self.input_shape, nodes, self.output_name,
-                     self.source)
+        return Graph(
+            self.input_name, self.input_shape, nodes, self.output_name, self.source
+        )
 
 
 def _numel(shape: tuple[int, ...]) -> int:
