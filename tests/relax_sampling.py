@@ -60,11 +60,22 @@ context="") -> None``
 
 ``line_values(relaxation, x) -> tuple[Tensor, Tensor]``
     ``(lower_line(x), upper_line(x))`` in float64.
+
+``touch_gaps(fn, relaxation, points) -> tuple[Tensor, Tensor]``
+    Per element, the smallest ``f(x) - lower_line(x)`` and ``upper_line(x) - f(x)``
+    over the points ``[K, *shape]`` (float64, shape ``shape``): how close each line
+    comes to ``f``; a tight line touches ``f`` (gap ~ 0) somewhere.
+
+``single_thread()``
+    Context manager running torch on one CPU thread (restored afterwards): the
+    tensors here are small, and on a loaded machine the thread pool costs more
+    than it saves. Use it in an autouse fixture.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -79,7 +90,9 @@ __all__ = [
     "line_values",
     "random_params",
     "sample_points",
+    "single_thread",
     "tolerance",
+    "touch_gaps",
     "violations",
 ]
 
@@ -426,3 +439,31 @@ def check_family(
             tol=tol,
             context=f"{name} params={label}",
         )
+
+
+def touch_gaps(
+    fn: Callable[[Tensor], Tensor], relaxation: Relaxation, points: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Smallest ``f - lower_line`` and ``upper_line - f`` over the points.
+
+    Args:
+        fn: The relaxed function (evaluated in float64).
+        relaxation: Lines of shape ``shape``.
+        points: Points, shape ``[K, *shape]``.
+
+    Returns:
+        Two float64 tensors of shape ``shape``.
+    """
+    v_lo, v_hi = violations(fn, relaxation, points)
+    return (-v_lo).min(0).values, (-v_hi).min(0).values
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one CPU thread inside the block, restoring the count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -70,7 +70,7 @@ from genbab.bounds.relax.base import (
     round_toward,
 )
 
-__all__ = ["GELU", "gelu", "gelu_deriv", "relax_gelu", "init_gelu_params"]
+__all__ = ["GELU", "gelu", "gelu_deriv", "gelu_plans", "init_gelu_params", "relax_gelu"]
 
 SQRT2 = math.sqrt(2.0)
 #: ``-min f``: GeLU is at least ``-0.17`` everywhere (minimum ``-0.16997``).
@@ -134,7 +134,7 @@ def _tangent_points(lower: Tensor, upper: Tensor) -> tuple[Tensor, ...]:
     )
 
 
-def _plans(lower: Tensor, upper: Tensor) -> tuple[TangentPlan, TangentPlan]:
+def gelu_plans(lower: Tensor, upper: Tensor) -> tuple[TangentPlan, TangentPlan]:
     """Plans of the lower and upper lines on ``[lower, upper]`` (module docs)."""
     lower, upper = torch.broadcast_tensors(lower, upper)
     s = SQRT2
@@ -198,7 +198,7 @@ def _plans(lower: Tensor, upper: Tensor) -> tuple[TangentPlan, TangentPlan]:
 
 def init_gelu_params(lower: Tensor, upper: Tensor) -> Tensor:
     """Parameters ``[2, *shape]`` reproducing the default GeLU relaxation."""
-    return plan_params(*_plans(lower, upper))
+    return plan_params(*gelu_plans(lower, upper))
 
 
 def relax_gelu(lower: Tensor, upper: Tensor, params: Tensor | None) -> Relaxation:
@@ -213,7 +213,7 @@ def relax_gelu(lower: Tensor, upper: Tensor, params: Tensor | None) -> Relaxatio
         The relaxation, broadcast shape of bounds and parameters.
     """
     lower, upper = torch.broadcast_tensors(lower, upper)
-    plans = _plans(lower, upper)
+    plans = gelu_plans(lower, upper)
     if params is None:
         params = plan_params(*plans)
     fmax = torch.maximum(gelu(lower).abs(), gelu(upper).abs()).clamp(min=NEG_MIN)
