@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -82,7 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=genbab_version())
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    common = _common_options()
+    _add_verify_command(sub, common)
+    _add_run_command(sub, common)
+    return parser
 
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every subcommand takes (a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
     loudness = common.add_mutually_exclusive_group()
     loudness.add_argument(
@@ -124,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds past the timeout before verification is stopped by force"
         f" (default {DEFAULT_GRACE:g})",
     )
+    return common
 
+
+def _add_verify_command(sub: Any, common: argparse.ArgumentParser) -> None:
     verify = sub.add_parser(
         "verify",
         parents=[common],
@@ -150,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--report-json", metavar="FILE", help="write a JSON report")
     verify.set_defaults(command=_cmd_verify, parser=verify)
 
+
+def _add_run_command(sub: Any, common: argparse.ArgumentParser) -> None:
     run = sub.add_parser(
         "run",
         parents=[common],
@@ -201,7 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
         " cost, but an overrunning or crashing instance stops the batch)",
     )
     run.set_defaults(command=_cmd_run, parser=run)
-    return parser
 
 
 def configure_logging(level: int) -> None:
@@ -372,11 +384,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.in_process:
         executor: Executor = InProcessExecutor(config)
     else:
+        # The worker logs past the progress bar: only warnings, unless -v.
+        debug = args.log_level <= logging.DEBUG
+        worker_level = logging.DEBUG if debug else logging.WARNING
         executor = WorkerExecutor(
             config,
             grace=args.grace,
             initializer=configure_logging,
-            initargs=(args.log_level,),
+            initargs=(worker_level,),
         )
     try:
         summary = _run_with_progress(args, instances, out, category, executor, config)
