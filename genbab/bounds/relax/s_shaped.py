@@ -137,7 +137,9 @@ class SShaped:
             return self.fn(t) + self.deriv(t) * (u - t) <= fu
 
         d = bisect_boundary(below, -u, torch.zeros_like(u), iters=64)
-        return u, d
+        # The bisection resolves the root only up to the float64 rounding of g;
+        # stepping 1e-9 further out makes every entry strictly conservative.
+        return u, d - 1e-9 * (1 + d.abs())
 
     def plans(self, lower: Tensor, upper: Tensor) -> tuple[TangentPlan, TangentPlan]:
         """Plans of the lower and upper lines on ``[lower, upper]`` (module docs)."""
