@@ -1,4 +1,4 @@
-"""A stand-in for ``genbab.verify`` used by the CLI and runner tests.
+"""A stand-in for ``genbab.pipeline`` used by the CLI and runner tests.
 
 The fake's behaviour is read from the property file, so one batch can mix
 outcomes and the same fake works in this process, in worker processes and in
@@ -69,15 +69,15 @@ SITECUSTOMIZE = f"""
 import sys
 import types
 
-_module = types.ModuleType("genbab.verify")
+_module = types.ModuleType("genbab.pipeline")
 exec({FAKE_SOURCE!r}, _module.__dict__)
-sys.modules["genbab.verify"] = _module
+sys.modules["genbab.pipeline"] = _module
 """
 
 
 def fake_module() -> types.ModuleType:
     """A fresh module object holding the fake ``verify``."""
-    module = types.ModuleType("genbab.verify")
+    module = types.ModuleType("genbab.pipeline")
     exec(FAKE_SOURCE, module.__dict__)
     return module
 

@@ -40,8 +40,7 @@ def fake(monkeypatch, tmp_path):
     """The fake verify in this process; returns its call log."""
     log = tmp_path / "calls.log"
     monkeypatch.setenv("GENBAB_FAKE_LOG", str(log))
-    monkeypatch.setitem(sys.modules, "genbab.verify", fakes.fake_module())
-    monkeypatch.delattr(genbab, "verify", raising=False)
+    monkeypatch.setitem(sys.modules, "genbab.pipeline", fakes.fake_module())
     return log
 
 

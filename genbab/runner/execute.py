@@ -45,7 +45,7 @@ def call_verify(
     timeout: float | None,
     config: Config | None,
 ) -> Result:
-    """Run ``genbab.verify.verify`` and never raise for what goes wrong inside.
+    """Run ``genbab.pipeline.verify`` and never raise for what goes wrong inside.
 
     Missing files are reported before verify is imported. A
     :class:`~genbab.errors.GenbabError` becomes an ``error`` result with its
@@ -71,7 +71,7 @@ def call_verify(
         if not Path(path).is_file():
             return error(f"{kind} file not found: {path}")
     try:
-        verify_module = importlib.import_module("genbab.verify")
+        verify_module = importlib.import_module("genbab.pipeline")
         result = verify_module.verify(
             os.fspath(model_path),
             os.fspath(property_path),
@@ -243,9 +243,9 @@ def _serve(
     if initializer is not None:
         initializer(*initargs)
     try:  # import torch and friends now, not on the first instance's clock
-        importlib.import_module("genbab.verify")
+        importlib.import_module("genbab.pipeline")
     except Exception:  # reported by call_verify for each instance
-        logger.debug("preloading genbab.verify failed", exc_info=True)
+        logger.debug("preloading genbab.pipeline failed", exc_info=True)
     conn.send("ready")
     while True:
         try:
