@@ -452,7 +452,7 @@ def test_genbab_verify_is_callable_and_follows_monkeypatching(fake, files, monke
     def other(model_path, property_path, *, timeout=None, config=None):
         return Result(Verdict.UNKNOWN, message=f"other {timeout}")
 
-    monkeypatch.setattr("genbab.pipeline.verify", other)
+    monkeypatch.setattr(sys.modules["genbab.pipeline"], "verify", other)
     assert genbab.verify("m", "p", timeout=2).message == "other 2"
 
 
