@@ -491,7 +491,7 @@ def _input_shape(graph: Graph, name: str) -> tuple[int, ...]:
 
 
 def _check_linear(graph: Graph, node: Node) -> None:
-    """``abs_forward`` equals ``|J| r`` and forward is affine."""
+    """``abs_forward`` equals ``|J| r``, vjp gives ``J^T``, forward is affine."""
     op = node.op.to("cpu", torch.float64)
     shapes = [_input_shape(graph, i) for i in node.inputs]
     xs = tuple(torch.randn(s, dtype=torch.float64) for s in shapes)
@@ -504,8 +504,18 @@ def _check_linear(graph: Graph, node: Node) -> None:
     got = op.abs_forward(*rs).reshape(-1)
     assert torch.allclose(got, want, atol=1e-10), node.name
 
+    # the transposed map by vjp under vmap, as the bound engine computes it
+    zeros = [torch.zeros(s, dtype=torch.float64) for s in shapes]
+    zero, vjp = torch.func.vjp(op.forward, *zeros)
+    cot = torch.randn(3, *node.shape, dtype=torch.float64)
+    grads = torch.vmap(vjp)(cot)
+    for g, j in zip(grads, jac, strict=True):
+        want_t = cot.reshape(3, out_n) @ j.reshape(out_n, -1)
+        assert torch.allclose(g.reshape(3, -1), want_t, atol=1e-10), node.name
+    batched = torch.vmap(op.abs_forward)(*(torch.stack([r, r]) for r in rs))
+    assert torch.allclose(batched[1].reshape(-1), want, atol=1e-10), node.name
+
     ys = tuple(torch.randn(s, dtype=torch.float64) for s in shapes)
-    zero = op.forward(*(torch.zeros(s, dtype=torch.float64) for s in shapes))
     mix = op.forward(*(2.0 * x - 3.0 * y for x, y in zip(xs, ys, strict=True)))
     lin = 2.0 * (op.forward(*xs) - zero) - 3.0 * (op.forward(*ys) - zero)
     assert torch.allclose(mix - zero, lin, atol=1e-9), node.name
@@ -646,3 +656,20 @@ def test_constant_output(tmp_path: Path) -> None:
     case = Case([N("Constant", [], ["y"], value_float=1.0)], [1, 2])
     with pytest.raises(ModelError, match="does not depend on the input"):
         load_model(save(tmp_path, case))
+
+
+def test_unsorted_nodes_are_ordered(tmp_path: Path) -> None:
+    case = Case([N("Relu", ["r"], ["y"]), N("Neg", ["x"], ["r"])], [1, 4])
+    graph = load_model(save(tmp_path, case))
+    x = torch.randn(3, 1, 4)
+    assert torch.equal(graph.forward(x), torch.relu(-x))
+
+
+def test_input_without_shape(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    g = helper.make_graph([N("Relu", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "noshape.onnx"
+    onnx.save(helper.make_model(g), path)
+    with pytest.raises(ModelError, match="noshape.onnx.*no declared shape"):
+        load_model(path)

@@ -11,7 +11,8 @@ The import runs in four phases:
    :mod:`genbab.model.ops` by the handlers of
    :mod:`genbab.model.onnx_handlers`, each new node evaluated once on zeros to
    record and check its shape;
-4. drop nodes the output does not need and recognise exported GELU patterns.
+4. drop nodes the output does not need, recognise exported GELU chains and
+   fold ``MatMul`` + ``Add`` into one :class:`~genbab.model.ops.Linear`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from genbab.errors import ModelError, UnsupportedOperatorError
 from genbab.model.graph import Graph, Node
 from genbab.model.onnx_handlers import HANDLERS
 from genbab.model.onnx_node import OnnxNode, Value, Var
-from genbab.model.onnx_patterns import fuse_gelu
+from genbab.model.onnx_patterns import fuse_gelu, fuse_linear_bias
 from genbab.model.ops import Identity, Op
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,8 @@ class _Converter:
             node = OnnxNode(helper.make_node("Identity", [], [output_name]), 0)
             out = self.add(node, Identity(), [out])
 
-        nodes = fuse_gelu(_prune(self.nodes, out.name), out.name)
+        nodes = _prune(self.nodes, out.name)
+        nodes = fuse_linear_bias(fuse_gelu(nodes, out.name), out.name)
         return Graph(input_vi.name, shape, nodes, out.name, self.source)
 
     def _interface(self) -> tuple[onnx.ValueInfoProto, str]:
@@ -194,6 +196,10 @@ class _Converter:
                 f"{self.source}: expected exactly one graph output, found "
                 f"{len(g.output)}"
             )
+        if not inputs[0].type.tensor_type.HasField("shape"):
+            raise ModelError(
+                f"{self.source}: the input '{inputs[0].name}' has no declared shape"
+            )
         elem = inputs[0].type.tensor_type.elem_type
         if elem not in _FLOAT_TYPES:
             raise ModelError(
@@ -203,7 +209,11 @@ class _Converter:
         return inputs[0], g.output[0].name
 
     def _needed_nodes(self, output: str) -> list[onnx.NodeProto]:
-        """The nodes ``output`` depends on, in topological order."""
+        """The nodes ``output`` depends on, in topological order.
+
+        The file's order is kept when it is topological (ONNX requires it);
+        otherwise the order of a depth-first search is used.
+        """
         producer: dict[str, onnx.NodeProto] = {}
         for n in self.model.graph.node:
             for o in n.output:
@@ -230,7 +240,14 @@ class _Converter:
                 p = producer.get(i)
                 if p is not None and state.get(id(p)) != 2:
                     stack.append((p, False))
-        return order
+
+        in_file = [n for n in self.model.graph.node if id(n) in state]
+        seen: set[str] = set()
+        for n in in_file:
+            if any(i in producer and i not in seen for i in n.input):
+                return order
+            seen.update(n.output)
+        return in_file
 
     def _check_supported(self, order: list[onnx.NodeProto], input_name: str) -> None:
         """Raise for any operator that acts on a variable and has no handler."""

@@ -1,4 +1,4 @@
-"""Graph rewrites applied after import: recognising exported GELU.
+"""Graph rewrites applied after import: exported GELU, MatMul + bias.
 
 Exporters before opset 20 write ``gelu(x) = x * 0.5 * (1 + erf(x / sqrt(2)))``
 as five nodes. :func:`fuse_gelu` replaces such a chain by one
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from genbab.model.graph import Node
-from genbab.model.ops import Mul, ScaleShift, Unary
+from genbab.model.ops import Linear, Mul, ScaleShift, Unary
 
 _TOL = 1e-5
 
@@ -132,3 +132,46 @@ def _match_gelu(
     if not (_close(factor * alpha, 0.5) and _close(factor * beta, 0.5)):
         return None
     return x, chain
+
+
+def fuse_linear_bias(nodes: list[Node], output: str) -> list[Node]:
+    """Fold ``Add(MatMul(x, W), b)`` into one :class:`Linear` with a bias.
+
+    Applies when the product has no bias, is read only by a shift-only
+    :class:`ScaleShift`, and the shift does not change the product's shape.
+
+    Args:
+        nodes: Topologically sorted nodes.
+        output: Name of the graph output (never removed).
+
+    Returns:
+        The nodes, each fused pair replaced by one node named like the shift.
+    """
+    readers: dict[str, list[Node]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n)
+    fused: dict[str, Node] = {}
+    removed: set[str] = set()
+    for n in nodes:
+        op = n.op
+        after = readers.get(n.name, [])
+        if not isinstance(op, Linear) or op.bias is not None or n.name == output:
+            continue
+        if len(after) != 1 or not isinstance(after[0].op, ScaleShift):
+            continue
+        shift_node = after[0]
+        shift_op = shift_node.op
+        assert isinstance(shift_op, ScaleShift)
+        if shift_op.scale is not None or shift_op.shift is None:
+            continue
+        if shift_node.shape != n.shape:
+            continue
+        linear = Linear(op.weight, shift_op.shift, op.weight_first)
+        fused[shift_node.name] = Node(
+            shift_node.name, linear, n.inputs, n.shape, shift_node.onnx_name
+        )
+        removed.add(n.name)
+    if not fused:
+        return nodes
+    return [fused.get(n.name, n) for n in nodes if n.name not in removed]
