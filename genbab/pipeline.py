@@ -95,7 +95,6 @@ def _run(graph: Graph, prop: Property, model_path: str, config: Config,
         cex = pgd_attack(
             graph.to(device, torch.float32), prop, config.attack, device=device,
             dtype=torch.float32, seed=general.seed, deadline=clock.deadline,
-            model_path=model_path,
         )
         stats["attack_seconds"] = time.monotonic() - t0
         if cex is not None:
