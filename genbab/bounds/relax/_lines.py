@@ -1,0 +1,265 @@
+"""Shared machinery of the trig and convex relaxations: lines made sound by shifting.
+
+For any slope ``s``, the tightest upper line of ``f`` on ``[l, u]`` with that slope
+has the bias ``max_{x in [l, u]} f(x) - s * x`` (the lower line: the minimum). The
+maximum of ``g(x) = f(x) - s * x`` is reached at an endpoint or at a stationary
+point of ``g``, where ``f'(x) = s``. So when every such point can be listed in
+closed form, the maximum over the listed *candidates* is exact, and the line is
+sound whatever the slope: the slopes (or the tangent points that give them) can
+be optimized freely, and only the bias depends on the candidates.
+
+Candidates are clamped into ``[l, u]``: a candidate that rounding pushed slightly
+outside then costs a second-order amount (``g`` is flat there) rather than
+soundness. Rounding in ``f`` and in the bias is covered by a margin of
+:data:`SAFETY_ULPS` units of ``eps`` times the size of the numbers involved (see
+:func:`margin`).
+
+Gradients: the bias's gradient with respect to the slope is ``-x*`` (Danskin),
+so interior candidates are detached; the endpoints keep their gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from genbab.bounds.relax.base import Relaxation
+
+Fn = Callable[[Tensor], Tensor]
+
+SAFETY_ULPS = 8.0
+"""Margin added to every bias, in units of ``eps * scale`` (see :func:`margin`)."""
+
+
+def margin(scale: Tensor) -> Tensor:
+    """Rounding margin for a bias whose computation involves numbers of size ``scale``.
+
+    Args:
+        scale: Non-negative size of the values involved (``|f| + |s| * max|x|``).
+
+    Returns:
+        ``SAFETY_ULPS * eps * scale + tiny`` in the dtype of ``scale``.
+    """
+    finfo = torch.finfo(scale.dtype)
+    return SAFETY_ULPS * finfo.eps * scale + finfo.tiny
+
+
+def shifted_bias(
+    f: Fn,
+    slope: Tensor,
+    lower: Tensor,
+    upper: Tensor,
+    interior: Sequence[Tensor],
+    *,
+    above: bool,
+) -> Tensor:
+    """Bias making the line of slope ``slope`` an upper (or lower) bound of ``f``.
+
+    Exact (up to :func:`margin`) when ``interior`` lists every point of ``[l, u]``
+    where ``f'(x) = slope`` that can be a maximizer (``above``) or minimizer of
+    ``f(x) - slope * x``; otherwise it is only valid on the candidates.
+
+    Args:
+        f: The function, elementwise.
+        slope: Slopes, broadcastable with the bounds.
+        lower: Lower interval ends.
+        upper: Upper interval ends.
+        interior: Candidate points (any shape broadcastable with the bounds); they
+            are detached and clamped into ``[lower, upper]``.
+        above: True for the upper line (maximum), False for the lower (minimum).
+
+    Returns:
+        Biases of the broadcast shape, including the rounding margin.
+    """
+    pts = [lower, upper]
+    pts += [torch.minimum(torch.maximum(x.detach(), lower), upper) for x in interior]
+    xs = torch.stack(torch.broadcast_tensors(*pts, slope)[:-1])
+    g = f(xs) - slope * xs
+    extreme = g.amax(0) if above else g.amin(0)
+    reach = torch.maximum(lower.abs(), upper.abs())
+    m = margin(extreme.abs() + 2 * slope.abs() * reach)
+    return extreme + m if above else extreme - m
+
+
+def chord_slope(fl: Tensor, fu: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+    """Slope of the chord; 0 where the interval is a point or the slope overflows.
+
+    Any slope is fine for the callers (the bias is made sound by
+    :func:`shifted_bias`), so no width threshold is needed.
+    """
+    width = upper - lower
+    ok = width > 0
+    s = (fu - fl) / torch.where(ok, width, torch.ones_like(width))
+    return torch.where(ok & torch.isfinite(s), s, torch.zeros_like(s))
+
+
+def finite_or_constant(
+    slope: Tensor, bias: Tensor, constant: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Replace non-finite lines by the constant line ``constant`` (slope 0).
+
+    ``constant`` is a sound bound of the function on the interval (its minimum
+    for a lower line, maximum for an upper one); it may itself be infinite where
+    the function is unbounded or overflows, but it is never NaN.
+    """
+    ok = torch.isfinite(slope) & torch.isfinite(bias)
+    zero = torch.zeros_like(slope)
+    return torch.where(ok, slope, zero), torch.where(ok, bias, constant)
+
+
+class _InwardClamp(torch.autograd.Function):
+    """``clamp(p, 0, 1)`` that passes the gradient where descent moves ``p`` inward.
+
+    A plain clamp has zero gradient outside ``[0, 1]``, so a parameter that an
+    optimizer step pushed out could never return. Here the gradient also flows
+    where ``p > 1`` and the gradient is positive (a descent step lowers ``p``), or
+    ``p < 0`` and it is negative.
+    """
+
+    @staticmethod
+    def forward(ctx, p: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(p)
+        return p.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (p,) = ctx.saved_tensors
+        inside = (p >= 0) & (p <= 1)
+        inward = inside | ((p > 1) & (grad > 0)) | ((p < 0) & (grad < 0))
+        return torch.where(inward, grad, torch.zeros_like(grad))
+
+
+def frac(params: Tensor) -> Tensor:
+    """Project parameters into ``[0, 1]`` (NaN: 0.5), see :class:`_InwardClamp`."""
+    return _InwardClamp.apply(torch.nan_to_num(params, nan=0.5))
+
+
+def broadcast_all(*ts: Tensor) -> list[Tensor]:
+    """Broadcast tensors to their common shape (views)."""
+    return list(torch.broadcast_tensors(*ts))
+
+
+@dataclass(frozen=True)
+class SlopeCurve:
+    """A function relaxed by slope-parametrized shifted lines (sin, cos, odd pow).
+
+    Attributes:
+        f: The function.
+        df: Its derivative.
+        slope_range: ``(l, u) -> (s_min, s_max)``, the range of ``f'`` on ``[l, u]``
+            (an over-approximation is fine); parameter 0 gives ``s_min``, 1 ``s_max``.
+        stationary: ``(slope, l, u) -> points``, every point of ``[l, u]`` where
+            ``f'(x) = slope`` that can be an extremum of ``f(x) - slope * x`` (a
+            superset is fine; points outside are clamped).
+        value_range: ``(l, u) -> (f_min, f_max)``, sound constant bounds used when a
+            line overflows.
+        extra_margin: ``(l, u) -> extra``, an additional bias margin covering the
+            error in locating the stationary points (None: zero).
+    """
+
+    f: Fn
+    df: Fn
+    slope_range: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+    stationary: Callable[[Tensor, Tensor, Tensor], list[Tensor]]
+    value_range: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+    extra_margin: Callable[[Tensor, Tensor], Tensor] | None = None
+
+
+def _slope_line(
+    curve: SlopeCurve, lower: Tensor, upper: Tensor, p: Tensor, above: bool
+) -> tuple[Tensor, Tensor]:
+    s_min, s_max = curve.slope_range(lower, upper)
+    slope = s_min + frac(p) * (s_max - s_min)
+    bias = shifted_bias(
+        curve.f, slope, lower, upper, curve.stationary(slope, lower, upper), above=above
+    )
+    if curve.extra_margin is not None:
+        extra = curve.extra_margin(lower, upper)
+        bias = bias + extra if above else bias - extra
+    return slope, bias
+
+
+def relax_by_slope(
+    curve: SlopeCurve, lower: Tensor, upper: Tensor, params: Tensor | None = None
+) -> Relaxation:
+    """Relaxation of ``curve.f`` by two shifted lines with parametrized slopes.
+
+    Args:
+        curve: The function's description.
+        lower: Lower interval ends, any shape.
+        upper: Upper interval ends, broadcastable with ``lower``.
+        params: ``[2, *shape]``: fractions in ``[0, 1]`` (clamped) placing the
+            lower line's slope (index 0) and the upper line's slope (index 1) in
+            ``[s_min, s_max]``; None for the default, :func:`init_slope_params`.
+
+    Returns:
+        Sound lines of the broadcast shape of bounds and parameters.
+    """
+    if params is None:
+        params = init_slope_params(curve, lower, upper)
+    lo_s, lo_b = _slope_line(curve, lower, upper, params[0], above=False)
+    up_s, up_b = _slope_line(curve, lower, upper, params[1], above=True)
+    f_min, f_max = curve.value_range(lower, upper)
+    lo_s, lo_b = finite_or_constant(lo_s, lo_b, f_min)
+    up_s, up_b = finite_or_constant(up_s, up_b, f_max)
+    return point_constants(lower, upper, f_min, f_max, lo_s, lo_b, up_s, up_b)
+
+
+def point_constants(
+    lower: Tensor,
+    upper: Tensor,
+    f_min: Tensor,
+    f_max: Tensor,
+    lo_s: Tensor,
+    lo_b: Tensor,
+    up_s: Tensor,
+    up_b: Tensor,
+) -> Relaxation:
+    """Broadcast the lines, using the constants ``f_min``/``f_max`` on point intervals.
+
+    On ``l == u`` constant lines are exact (and avoid huge slopes such as
+    ``sqrt'(0)``).
+    """
+    point = upper <= lower
+    zero = torch.zeros_like(lo_s)
+    lo_s, up_s = torch.where(point, zero, lo_s), torch.where(point, zero, up_s)
+    lo_b, up_b = torch.where(point, f_min, lo_b), torch.where(point, f_max, up_b)
+    return Relaxation(*broadcast_all(lo_s, lo_b, up_s, up_b))
+
+
+def init_slope_params(curve: SlopeCurve, lower: Tensor, upper: Tensor) -> Tensor:
+    """Default parameters of :func:`relax_by_slope`, shape ``[2, *shape]``.
+
+    Among a few candidate slopes (the chord's, the tangents' at the midpoint and
+    the ends, and a grid over ``[s_min, s_max]``) each line picks the one whose
+    shifted line is tightest at the midpoint, i.e. encloses the least area
+    between line and function over ``[l, u]``.
+    """
+    with torch.no_grad():
+        lower, upper = broadcast_all(lower, upper)
+        s_min, s_max = curve.slope_range(lower, upper)
+        span = s_max - s_min
+        safe = torch.where(span > 0, span, torch.ones_like(span))
+        mid = lower + 0.5 * (upper - lower)
+
+        def to_frac(s: Tensor) -> Tensor:
+            return torch.where(span > 0, (s - s_min) / safe, 0.5).clamp(0.0, 1.0)
+
+        chord = chord_slope(curve.f(lower), curve.f(upper), lower, upper)
+        cands = [to_frac(chord), to_frac(curve.df(mid))]
+        cands += [to_frac(curve.df(lower)), to_frac(curve.df(upper))]
+        cands += [torch.full_like(lower, v) for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
+        p = torch.stack(cands)  # [C, *shape]
+
+        best = []
+        for above in (False, True):
+            s, b = _slope_line(curve, lower, upper, p, above)
+            at_mid = s * mid + b
+            worst = float("inf") if above else -float("inf")
+            at_mid = torch.where(torch.isnan(at_mid), worst, at_mid)
+            pick = at_mid.argmin(0) if above else at_mid.argmax(0)
+            best.append(torch.gather(p, 0, pick[None])[0])
+        return torch.stack(best)
