@@ -251,6 +251,28 @@ def test_output_only_disjunct_warns_and_has_empty_clause(
     assert "no output constraint" in caplog.text
 
 
+def test_long_runs_are_split_without_changing_the_result(tmp_path: Path) -> None:
+    """More declarations and bound asserts than one bulk token takes (4096)."""
+    n = 5000
+    values = np.linspace(-1.0, 1.0, n)
+    bounds = "".join(
+        f"(assert (<= X_{i} {v + 0.5!r}))\n(assert (>= X_{i} {v!r}))\n"
+        for i, v in enumerate(values.tolist())
+    )
+    body = " ".join(f"(<= X_{i} {v + 0.25!r})" for i, v in enumerate(values.tolist()))
+    text = declare(n, 2) + bounds + f"(assert (or (and {body} (<= Y_0 Y_1))))\n"
+    (case,) = read_both(tmp_path, text).cases
+    np.testing.assert_array_equal(case.lower, values)
+    np.testing.assert_array_equal(case.upper, values + 0.25)
+    assert clause_pairs(case) == [([[1.0, -1.0]], [0.0])]
+
+    # an empty range deep inside a long run is still reported at its own line
+    last = f"(assert (>= X_{n - 1} {values[-1].item()!r}))"
+    assert last in text
+    text = text.replace(last, f"(assert (>= X_{n - 1} 7.0))")
+    raises_same(tmp_path, text, f":{3 * n + 2}:9:.*X_{n - 1} has an empty range")
+
+
 # -- random formulas against direct evaluation -------------------------------------
 
 
@@ -321,6 +343,23 @@ def test_random_formulas_match_direct_evaluation(tmp_path: Path, seed: int) -> N
 
 # -- errors ---------------------------------------------------------------------------
 
+
+def raises_same(tmp_path: Path, text: str, pattern: str) -> None:
+    """Checks read_vnnlib raises a parse error matching ``pattern``, and that the
+    precise reader raises exactly the same one."""
+    path = tmp_path / "bad.vnnlib"
+    path.write_text(text)
+    with pytest.raises(VNNLibParseError, match=pattern) as raised:
+        read_vnnlib(path)
+    with pytest.raises(VNNLibParseError) as precise:
+        vnnlib_module._parse_text(text, str(path), None, None, False)
+    assert str(precise.value) == str(raised.value)
+    assert (raised.value.line, raised.value.column) == (
+        precise.value.line,
+        precise.value.column,
+    )
+
+
 HEAD = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
 BOX = "(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
 
@@ -358,10 +397,7 @@ BOX = "(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
 def test_syntax_errors_name_line_and_column(
     tmp_path: Path, body: str, where: str, message: str
 ) -> None:
-    path = tmp_path / "bad.vnnlib"
-    path.write_text(HEAD + body + BOX)
-    with pytest.raises(VNNLibParseError, match=re.escape(where) + ".*" + message):
-        read_vnnlib(path)
+    raises_same(tmp_path, HEAD + body + BOX, re.escape(where) + ".*" + message)
 
 
 X1_BOX = "(assert (>= X_1 0))\n(assert (<= X_1 1))\n"
@@ -382,10 +418,8 @@ X1_BOX = "(assert (>= X_1 0))\n(assert (<= X_1 1))\n"
 def test_box_errors_name_line_and_column(
     tmp_path: Path, body: str, where: str, message: str
 ) -> None:
-    path = tmp_path / "bad.vnnlib"
-    path.write_text(declare(2, 1) + body + "(assert (<= Y_0 0))\n")
-    with pytest.raises(VNNLibParseError, match=re.escape(where) + ".*" + message):
-        read_vnnlib(path)
+    text = declare(2, 1) + body + "(assert (<= Y_0 0))\n"
+    raises_same(tmp_path, text, re.escape(where) + ".*" + message)
 
 
 def test_counts_must_match_the_model(tmp_path: Path) -> None:

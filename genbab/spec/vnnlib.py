@@ -56,11 +56,15 @@ _PRECISE = (
     r"|(?P<open>\()|(?P<close>\))|;[^\n]*|(?P<sym>[^\s();]+)"
 )
 # Bulk tokens: runs of declarations, of top-level X bound asserts, of X bound atoms.
+# Runs are possessive (no backtracking state is kept) and at most _RUN items long,
+# so a run of 300k asserts costs neither regex stack nor one huge word list.
+_RUN = 4096
 _X_ATOM = r"\(\s*(?:<=|>=|<|>)\s+X_\d+\s+[-+.0-9eE]+\s*\)"
 _BULK = (
-    r"(?P<drun>(?:\(\s*declare-const\s+[XY]_\d+\s+Real\s*\)\s*)+)"
-    rf"|(?P<arun>(?:\(\s*assert\s+{_X_ATOM}\s*\)\s*)+)"
-    rf"|(?P<xrun>(?:\([<>]=? X_\d+ [-+.0-9eE]+\)\s*)+|(?:{_X_ATOM}\s*)+)|"
+    rf"(?P<drun>(?:\(\s*declare-const\s+[XY]_\d+\s+Real\s*\)\s*){{1,{_RUN}}}+)"
+    rf"|(?P<arun>(?:\(\s*assert\s+{_X_ATOM}\s*\)\s*){{1,{_RUN}}}+)"
+    rf"|(?P<xrun>(?:\([<>]=? X_\d+ [-+.0-9eE]+\)\s*){{1,{_RUN}}}+"
+    rf"|(?:{_X_ATOM}\s*){{1,{_RUN}}}+)|"
 )
 _TOKEN_PRECISE = re.compile(_PRECISE, re.ASCII)
 _TOKEN_BULK = re.compile(_BULK + _PRECISE, re.ASCII)
@@ -273,7 +277,7 @@ class _Parser:
         self.y_decl: dict[int, int] = {}
         self.factors: list[list[_Conj]] = []
         self._floats: dict[str, float] = {}
-        self._layouts: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._layouts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- helpers ------------------------------------------------------------------
 
@@ -523,7 +527,7 @@ class _Parser:
         """Adds X bounds ``(op X_i value)`` from a bulk run, or asks for a rescan."""
         # Long files repeat the same variables and operators in every disjunct, so
         # their arrays are kept by content; numbers are converted once per spelling.
-        key = (tuple(ops), tuple(names))
+        key = " ".join(ops) + " " + " ".join(names)
         layout = self._layouts.get(key)
         if layout is None:
             index = list(map(self._x_names.get, names))
@@ -533,6 +537,8 @@ class _Parser:
             layout = (np.array(index, dtype=np.int64), np.array(is_upper, dtype=bool))
             self._layouts[key] = layout
         table = self._floats
+        if len(table) > 1 << 16:
+            table.clear()  # keep memory bounded on files with few repeated numbers
         try:
             for word in set(values).difference(table):
                 table[word] = float(word)
