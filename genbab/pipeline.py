@@ -10,6 +10,7 @@ import logging
 import os
 import time
 
+import numpy as np
 import torch
 
 from genbab.bounds import Box, Engine, bound_objective, build_objective
@@ -65,16 +66,21 @@ def verify(
     try:
         graph = load_model(model_path)
         prop = read_vnnlib(property_path, graph.num_inputs, graph.num_outputs)
-        verdict, message, cex = _run(graph, prop, str(model_path), config, clock,
-                                     stats)
+        verdict, message, cex = _run(graph, prop, str(model_path), config, clock, stats)
     except GenbabError as exc:
         logger.error("%s", exc)
         return Result(Verdict.ERROR, clock.elapsed(), message=str(exc), stats=stats)
     return Result(verdict, clock.elapsed(), cex, message, stats)
 
 
-def _run(graph: Graph, prop: Property, model_path: str, config: Config,
-         clock: _Clock, stats: dict):
+def _run(
+    graph: Graph,
+    prop: Property,
+    model_path: str,
+    config: Config,
+    clock: _Clock,
+    stats: dict,
+):
     general = config.general
     if general.num_threads > 0:
         torch.set_num_threads(general.num_threads)
@@ -83,8 +89,12 @@ def _run(graph: Graph, prop: Property, model_path: str, config: Config,
     dtype = DTYPES[general.dtype]
     logger.info(
         "model %s: %d inputs, %d outputs, %d nodes; property %s: %d case(s)",
-        model_path, graph.num_inputs, graph.num_outputs, len(graph.nodes),
-        prop.path, len(prop.cases),
+        model_path,
+        graph.num_inputs,
+        graph.num_outputs,
+        len(graph.nodes),
+        prop.path,
+        len(prop.cases),
     )
 
     # 1. Look for a counterexample.
@@ -93,8 +103,13 @@ def _run(graph: Graph, prop: Property, model_path: str, config: Config,
 
         t0 = time.monotonic()
         cex = pgd_attack(
-            graph.to(device, torch.float32), prop, config.attack, device=device,
-            dtype=torch.float32, seed=general.seed, deadline=clock.deadline,
+            graph.to(device, torch.float32),
+            prop,
+            config.attack,
+            device=device,
+            dtype=torch.float32,
+            seed=general.seed,
+            deadline=clock.deadline,
         )
         stats["attack_seconds"] = time.monotonic() - t0
         if cex is not None:
@@ -153,4 +168,5 @@ def _prove_cases(
 
 
 def _tensor(values, shape, dtype, device) -> torch.Tensor:
-    return torch.as_tensor(values, dtype=dtype, device=device).reshape(shape)
+    array = np.array(values, dtype=np.float64)  # a writable copy
+    return torch.as_tensor(array, dtype=dtype, device=device).reshape(shape)
