@@ -1,1 +1,6 @@
-"""genbab."""
+"""Counterexample search: PGD on the violation margin, replay with onnxruntime."""
+
+from genbab.attack.check import OnnxRuntimeModel, check_counterexample
+from genbab.attack.pgd import pgd_attack
+
+__all__ = ["OnnxRuntimeModel", "check_counterexample", "pgd_attack"]
