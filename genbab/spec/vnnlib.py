@@ -26,7 +26,6 @@ which handles every atom on its own and reports errors with line and column.
 from __future__ import annotations
 
 import gzip
-import itertools
 import logging
 import math
 import os
@@ -37,12 +36,10 @@ import zlib
 import numpy as np
 
 from genbab.errors import SpecError, VNNLibParseError
-from genbab.spec.property import Case, Clause, Property
+from genbab.spec._dnf import MAX_DISJUNCTS, Conj, Expander, NeedPrecise, too_many
+from genbab.spec.property import Property
 
 logger = logging.getLogger(__name__)
-
-#: The most disjuncts a property may expand to before reading gives up.
-MAX_DISJUNCTS = 100_000
 
 _IS_LE = {"<=": True, "<": True, ">=": False, ">": False}
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
@@ -68,10 +65,6 @@ _BULK = (
 )
 _TOKEN_PRECISE = re.compile(_PRECISE, re.ASCII)
 _TOKEN_BULK = re.compile(_BULK + _PRECISE, re.ASCII)
-
-
-class _Rescan(Exception):
-    """A bulk run was irregular: read the file again with the precise tokenizer."""
 
 
 def read_vnnlib(
@@ -103,7 +96,7 @@ def read_vnnlib(
     text = _read_text(name)
     try:
         prop = _parse_text(text, name, num_inputs, num_outputs, bulk=True)
-    except _Rescan:
+    except NeedPrecise:
         logger.debug("%s: irregular bulk run, re-reading precisely", name)
         prop = _parse_text(text, name, num_inputs, num_outputs, bulk=False)
     logger.debug(
@@ -146,12 +139,13 @@ def _parse_text(
     num_outputs: int | None,
     bulk: bool,
 ) -> Property:
-    """Parses VNN-LIB ``text``; with ``bulk`` it may raise :class:`_Rescan`."""
+    """Parses VNN-LIB ``text``; with ``bulk`` it may raise :class:`NeedPrecise`."""
     parser = _Parser(text, path, bulk, num_inputs)
     parser.parse()
     n = _declared_count(parser.x_decl, "input", "X", path, num_inputs)
     m = _declared_count(parser.y_decl, "output", "Y", path, num_outputs)
-    cases = _Expander(parser, n, m).cases()
+    expander = Expander(path, n, m, parser.x_decl, parser.error, precise=not bulk)
+    cases = expander.cases(parser.factors)
     return Property(cases=cases, num_inputs=n, num_outputs=m, path=path)
 
 
@@ -187,73 +181,6 @@ def _show(match: re.Match) -> str:
     return repr(word if len(word) <= 40 else word[:37] + "...")
 
 
-class _Conj:
-    """One conjunction of atoms: input bounds and output rows, in file order.
-
-    Bounds come as bulk chunks ``(index [b], value [b], is_upper [b])`` and as single
-    atoms (``xi, xv, xu`` with file offsets ``xo``). Rows are ``(plus, minus, rhs)``
-    meaning ``y[plus] - y[minus] <= rhs`` with -1 for an absent term.
-    """
-
-    __slots__ = ("chunks", "xi", "xv", "xu", "xo", "rows", "_bounds", "_block")
-
-    def __init__(self) -> None:
-        self.chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.xi: list[int] = []
-        self.xv: list[float] = []
-        self.xu: list[bool] = []
-        self.xo: list[int] = []
-        self.rows: list[tuple[int, int, float]] = []
-        self._bounds: tuple[np.ndarray, ...] | None = None
-        self._block: tuple[np.ndarray, np.ndarray] | None = None
-
-    def extend(self, other: _Conj) -> None:
-        """Appends the atoms of ``other`` (in place)."""
-        self.chunks += other.chunks
-        self.xi += other.xi
-        self.xv += other.xv
-        self.xu += other.xu
-        self.xo += other.xo
-        self.rows += other.rows
-
-    def merged(self, other: _Conj) -> _Conj:
-        """Returns a new conjunction holding the atoms of ``self`` then ``other``."""
-        out = _Conj()
-        out.extend(self)
-        out.extend(other)
-        return out
-
-    def has_bounds(self) -> bool:
-        """Whether any input atom is present."""
-        return bool(self.chunks or self.xi)
-
-    def apply(self, lower: np.ndarray, upper: np.ndarray) -> None:
-        """Intersects the box ``lower/upper [n]`` (in place) with this conjunction."""
-        if self._bounds is None:
-            idx = np.concatenate([c[0] for c in self.chunks] + [np.array(self.xi)])
-            val = np.concatenate([c[1] for c in self.chunks] + [np.array(self.xv)])
-            up = np.concatenate([c[2] for c in self.chunks] + [np.array(self.xu)])
-            idx, up = idx.astype(np.int64), up.astype(bool)
-            self._bounds = (idx[~up], val[~up], idx[up], val[up])
-        lo_idx, lo_val, up_idx, up_val = self._bounds
-        np.maximum.at(lower, lo_idx, lo_val)
-        np.minimum.at(upper, up_idx, up_val)
-
-    def block(self, num_outputs: int) -> tuple[np.ndarray, np.ndarray]:
-        """Returns the rows as ``matrix [k, num_outputs]`` and ``rhs [k]``."""
-        if self._block is None:
-            matrix = np.zeros((len(self.rows), num_outputs))
-            rhs = np.zeros(len(self.rows))
-            for r, (plus, minus, value) in enumerate(self.rows):
-                if plus >= 0:
-                    matrix[r, plus] += 1.0
-                if minus >= 0:
-                    matrix[r, minus] -= 1.0
-                rhs[r] = value
-            self._block = (matrix, rhs)
-        return self._block
-
-
 class _Parser:
     """Recursive-descent parser from tokens to a list of DNF factors.
 
@@ -275,7 +202,7 @@ class _Parser:
         self._x_names: dict[str, int] = {}
         self.x_decl: dict[int, int] = {}
         self.y_decl: dict[int, int] = {}
-        self.factors: list[list[_Conj]] = []
+        self.factors: list[list[Conj]] = []
         self._floats: dict[str, float] = {}
         self._layouts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -291,12 +218,12 @@ class _Parser:
         """The error for an unexpected token; a bulk run defers to the precise
         reader, so that both readers report the same position and message."""
         if self.bulk and match.lastgroup in ("drun", "arun", "xrun"):
-            return _Rescan()
+            return NeedPrecise()
         return self.error(match.start(), message)
 
-    def _rescan(self) -> _Rescan:
+    def _rescan(self) -> NeedPrecise:
         assert self.bulk, "the precise tokenizer never asks for a rescan"
-        return _Rescan()
+        return NeedPrecise()
 
     def _next(self) -> re.Match | None:
         """The next non-comment token, or None at the end of the text."""
@@ -343,7 +270,7 @@ class _Parser:
                 self._bulk_declare(match)
             elif kind == "arun":
                 words = _split_run(match.group())
-                conj = _Conj()
+                conj = Conj()
                 self._bulk_bounds(conj, words[1::4], words[2::4], words[3::4])
                 self._conjoin([conj])
             elif kind == "open":
@@ -411,11 +338,11 @@ class _Parser:
             words = _split_run(match.group())
             if len(words) != 3:
                 raise self._rescan()
-            conj = _Conj()
+            conj = Conj()
             self._bulk_bounds(conj, words[0::3], words[1::3], words[2::3])
             dnf = [conj]
         elif kind == "rhs":
-            conj = _Conj()
+            conj = Conj()
             self._atom(conj, match)
             dnf = [conj]
         elif kind == "open":
@@ -427,7 +354,7 @@ class _Parser:
         self._close(opener, "'assert'")
         self._conjoin(dnf)
 
-    def _conjoin(self, dnf: list[_Conj]) -> None:
+    def _conjoin(self, dnf: list[Conj]) -> None:
         """Conjoins one top-level assert (in DNF) to the property."""
         if len(dnf) == 1 and self.factors and len(self.factors[-1]) == 1:
             self.factors[-1][0].extend(dnf[0])
@@ -436,7 +363,7 @@ class _Parser:
 
     # -- formulas -----------------------------------------------------------------
 
-    def _compound(self, opener: re.Match) -> list[_Conj]:
+    def _compound(self, opener: re.Match) -> list[Conj]:
         """Parses the formula opened by ``opener`` into DNF."""
         head = self._next_in(opener)
         if head.lastgroup != "sym":
@@ -447,7 +374,7 @@ class _Parser:
         if word == "or":
             return self._or(opener)
         if word in _IS_LE:
-            conj = _Conj()
+            conj = Conj()
             self._general_atom(conj, opener, word)
             return [conj]
         if word in _COMMANDS:
@@ -457,8 +384,8 @@ class _Parser:
             )
         raise self._fail(head, f"unknown operator '{word}'")
 
-    def _and(self, opener: re.Match) -> list[_Conj]:
-        alternatives = [_Conj()]
+    def _and(self, opener: re.Match) -> list[Conj]:
+        alternatives = [Conj()]
         count = 0
         while (match := self._next_in(opener)).lastgroup != "close":
             count += 1
@@ -468,7 +395,7 @@ class _Parser:
                     self._atom(conj, match)
             elif kind == "xrun":
                 words = _split_run(match.group())
-                part = _Conj()
+                part = Conj()
                 self._bulk_bounds(part, words[0::3], words[1::3], words[2::3])
                 alternatives = self._product(alternatives, [part], match)
             elif kind == "open":
@@ -481,18 +408,18 @@ class _Parser:
             raise self.error(opener.start(), "'and' needs at least one operand")
         return alternatives
 
-    def _or(self, opener: re.Match) -> list[_Conj]:
-        alternatives: list[_Conj] = []
+    def _or(self, opener: re.Match) -> list[Conj]:
+        alternatives: list[Conj] = []
         while (match := self._next_in(opener)).lastgroup != "close":
             kind = match.lastgroup
             if kind == "rhs":
-                conj = _Conj()
+                conj = Conj()
                 self._atom(conj, match)
                 alternatives.append(conj)
             elif kind == "xrun":
                 words = _split_run(match.group())
                 for k in range(0, len(words), 3):
-                    conj = _Conj()
+                    conj = Conj()
                     op, name, value = words[k : k + 3]
                     self._bulk_bounds(conj, [op], [name], [value])
                     alternatives.append(conj)
@@ -503,26 +430,26 @@ class _Parser:
                     match, f"expected a formula in 'or', got {_show(match)}"
                 )
             if len(alternatives) > MAX_DISJUNCTS:
-                raise self._fail(match, _too_many(len(alternatives)))
+                raise self._fail(match, too_many(len(alternatives)))
         if not alternatives:
             raise self.error(opener.start(), "'or' needs at least one operand")
         return alternatives
 
     def _product(
-        self, left: list[_Conj], right: list[_Conj], where: re.Match
-    ) -> list[_Conj]:
+        self, left: list[Conj], right: list[Conj], where: re.Match
+    ) -> list[Conj]:
         """Conjunction of two DNFs (their cross product)."""
         if len(left) == 1 and len(right) == 1:
             left[0].extend(right[0])
             return left
         if len(left) * len(right) > MAX_DISJUNCTS:
-            raise self.error(where.start(), _too_many(len(left) * len(right)))
+            raise self.error(where.start(), too_many(len(left) * len(right)))
         return [a.merged(b) for a in left for b in right]
 
     # -- atoms --------------------------------------------------------------------
 
     def _bulk_bounds(
-        self, conj: _Conj, ops: list[str], names: list[str], values: list[str]
+        self, conj: Conj, ops: list[str], names: list[str], values: list[str]
     ) -> None:
         """Adds X bounds ``(op X_i value)`` from a bulk run, or asks for a rescan."""
         # Long files repeat the same variables and operators in every disjunct, so
@@ -549,13 +476,13 @@ class _Parser:
             raise self._rescan()
         conj.chunks.append((layout[0], value, layout[1]))
 
-    def _atom(self, conj: _Conj, match: re.Match) -> None:
+    def _atom(self, conj: Conj, match: re.Match) -> None:
         """Adds a simple atom token ``(op a b)`` with plain operands."""
         lhs = self._operand(match.group("lhs"), match.start("lhs"))
         rhs = self._operand(match.group("rhs"), match.start("rhs"))
         self._add_atom(conj, match.group("op"), lhs, rhs, match.start())
 
-    def _general_atom(self, conj: _Conj, opener: re.Match, op: str) -> None:
+    def _general_atom(self, conj: Conj, opener: re.Match, op: str) -> None:
         """Adds an atom read token by token (operands may be ``(- c)``)."""
         operands: list[tuple[str, float, int]] = []
         while (match := self._next_in(opener)).lastgroup != "close":
@@ -619,7 +546,7 @@ class _Parser:
 
     def _add_atom(
         self,
-        conj: _Conj,
+        conj: Conj,
         op: str,
         lhs: tuple[str, float, int],
         rhs: tuple[str, float, int],
@@ -650,118 +577,3 @@ class _Parser:
             raise self.error(offset, "output constraint mentions an input X variable")
         else:
             raise self.error(offset, "atom compares two constants")
-
-
-def _too_many(count: int) -> str:
-    return f"property expands to {count} disjuncts (more than {MAX_DISJUNCTS})"
-
-
-class _Expander:
-    """Expands the parsed factors into cases (boxes with their clauses)."""
-
-    def __init__(self, parser: _Parser, num_inputs: int, num_outputs: int) -> None:
-        self._parser = parser
-        self._n = num_inputs
-        self._m = num_outputs
-
-    def cases(self) -> tuple[Case, ...]:
-        """Returns the cases: disjuncts with equal boxes merged, in file order."""
-        factors = self._parser.factors
-        total = math.prod(len(f) for f in factors)
-        if total > MAX_DISJUNCTS:
-            raise SpecError(f"{self._parser.path}: {_too_many(total)}")
-        shared = [f[0] for f in factors if len(f) == 1]
-        base = self._box(shared, [])
-        grouped: dict[bytes, tuple[np.ndarray, np.ndarray, list[Clause]]] = {}
-        for combo in itertools.product(*factors):
-            boxed = [
-                c
-                for c, f in zip(combo, factors, strict=True)
-                if len(f) > 1 and c.has_bounds()
-            ]
-            lower, upper, key = self._box(shared, boxed, base) if boxed else base
-            entry = grouped.setdefault(key, (lower, upper, []))
-            entry[2].append(self._clause(combo))
-        cases = []
-        for lower, upper, clauses in grouped.values():
-            self._check_bounded(lower, "lower")
-            self._check_bounded(upper, "upper")
-            cases.append(Case(lower, upper, tuple(clauses)))
-        empty = sum(c.matrix.shape[0] == 0 for case in cases for c in case.clauses)
-        if empty:
-            logger.warning(
-                "%s: %d disjuncts have no output constraint; every input in their "
-                "box violates the property",
-                self._parser.path,
-                empty,
-            )
-        return tuple(cases)
-
-    def _clause(self, combo: tuple[_Conj, ...]) -> Clause:
-        """The output rows of one disjunct, in file order."""
-        blocks = [c.block(self._m) for c in combo]
-        if not blocks:
-            return Clause(np.zeros((0, self._m)), np.zeros(0))
-        matrix = np.concatenate([b[0] for b in blocks])
-        rhs = np.concatenate([b[1] for b in blocks])
-        return Clause(matrix, rhs)
-
-    def _box(
-        self,
-        shared: list[_Conj],
-        boxed: list[_Conj],
-        base: tuple[np.ndarray, np.ndarray, bytes] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, bytes]:
-        """The box of the conjunction of ``shared`` and ``boxed``, checked for
-        emptiness, and its merge key. If ``base`` (the box of ``shared``) is given,
-        only ``boxed`` is applied, to a copy of it."""
-        if base is None:
-            lower, upper = np.full(self._n, -np.inf), np.full(self._n, np.inf)
-            todo = shared + boxed
-        else:
-            lower, upper, todo = base[0].copy(), base[1].copy(), boxed
-        for conj in todo:
-            conj.apply(lower, upper)
-        lower += 0.0  # -0.0 -> 0.0, so equal boxes get equal keys
-        upper += 0.0
-        if not (lower <= upper).all():
-            self._empty_error(shared + boxed, int(np.argmax(lower > upper)))
-        lower.flags.writeable = False
-        upper.flags.writeable = False
-        return lower, upper, lower.tobytes() + upper.tobytes()
-
-    def _check_bounded(self, bound: np.ndarray, side: str) -> None:
-        """Raises if some input has no ``side`` bound."""
-        if not np.isinf(bound).any():
-            return
-        if self._parser.bulk:
-            raise _Rescan()
-        var = int(np.argmax(np.isinf(bound)))
-        offset = self._parser.x_decl[var]
-        raise self._parser.error(offset, f"input X_{var} has no {side} bound")
-
-    def _empty_error(self, conjs: list[_Conj], var: int) -> None:
-        """Raises the error for the atom at which X_var's range became empty."""
-        if self._parser.bulk:
-            raise _Rescan()
-        events = sorted(
-            (offset, value, is_upper)
-            for conj in conjs
-            for index, value, is_upper, offset in zip(
-                conj.xi, conj.xv, conj.xu, conj.xo, strict=True
-            )
-            if index == var
-        )
-        lower, upper = -math.inf, math.inf
-        for offset, value, is_upper in events:
-            if is_upper:
-                upper = min(upper, value)
-            else:
-                lower = max(lower, value)
-            if lower > upper:
-                raise self._parser.error(
-                    offset,
-                    f"input X_{var} has an empty range: lower bound {lower!r} > "
-                    f"upper bound {upper!r}",
-                )
-        raise AssertionError(f"empty range of X_{var} not found among its atoms")
