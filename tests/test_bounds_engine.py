@@ -42,11 +42,11 @@ def two_relus(tmp_path):
 def test_two_relus_exact_values(two_relus):
     engine = _engine(two_relus)
     box = _box([-1, -1], [1, 1])
-    ibp = engine.interval(box)["output"]
+    ibp = engine.interval(box)[engine.graph.output_name]
     assert ibp[0].item() == pytest.approx(0.0)
     assert ibp[1].item() == pytest.approx(4.0)
     bounds = engine.crown_bounds(box)
-    lo, hi = engine.crown_value("output", box, bounds)
+    lo, hi = engine.crown_value(engine.graph.output_name, box, bounds)
     # Each ReLU on [-2, 2]: upper chord 0.5 h + 1, so y <= x1 + 2 <= 3.
     assert lo.item() == pytest.approx(0.0)
     assert hi.item() == pytest.approx(3.0)
