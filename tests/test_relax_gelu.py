@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import genbab.bounds.relax.gelu as gelu_module
 from genbab.bounds.relax import UNARY_FAMILIES
 from genbab.bounds.relax.base import interpolate
 from genbab.bounds.relax.gelu import (
@@ -297,3 +298,18 @@ def test_cuda_sound() -> None:
     lower, upper = rs.interval_cases(torch.float32)["wide"]
     rel = relax_gelu(lower.cuda(), upper.cuda(), None)
     rs.assert_sound(gelu, rel, lower.cuda(), upper.cuda(), tol=0.0)
+
+
+def test_tangent_point_cache_never_stale() -> None:
+    lower, upper = case_tensors(torch.float64)
+    first = relax_gelu(lower, upper, None)
+    again = relax_gelu(lower.clone(), upper.clone(), None)
+    rs.assert_same_relaxation(first, again)
+    # Changing the bounds in place must not return the cached points.
+    upper[1] = 1.3  # convex_middle -> still convex, but another chord
+    upper[4] = 0.9  # concave_then_convex_tangents: new d_L and d_U
+    changed = relax_gelu(lower, upper, None)
+    gelu_module._CACHE.clear()
+    fresh = relax_gelu(lower, upper, None)
+    rs.assert_same_relaxation(changed, fresh)
+    assert changed.upper_slope[4] != first.upper_slope[4]

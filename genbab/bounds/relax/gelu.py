@@ -45,7 +45,9 @@ The tangent points ``d_*`` are found per call by a vectorised float64 bisection
 that only ever returns points known to be valid (so they err away from the
 interval end their tangent must pass), then cast to the dtype rounding towards the
 valid side. Where the chord test fails the exact ``d_*`` lies strictly inside the
-interval, so clamping it into ``[l, u]`` keeps it valid.
+interval, so clamping it into ``[l, u]`` keeps it valid. The points of the last few
+calls are kept and reused when the bounds are exactly equal, since alpha-CROWN
+relaxes the same bounds at every step.
 
 Parameters (``num_params = 2``): ``p[0]``, ``p[1]`` in ``[0, 1]`` place the lower
 and upper tangent points in their ranges; clamped. All lines get the rounding
@@ -75,7 +77,7 @@ __all__ = ["GELU", "gelu", "gelu_deriv", "gelu_plans", "init_gelu_params", "rela
 SQRT2 = math.sqrt(2.0)
 #: ``-min f``: GeLU is at least ``-0.17`` everywhere (minimum ``-0.16997``).
 NEG_MIN = 0.17
-BISECT_ITERS = 60
+BISECT_ITERS = 48
 
 
 def _cdf(x: Tensor) -> Tensor:
@@ -102,35 +104,79 @@ def _deriv_scale(x: Tensor) -> Tensor:
     return _cdf(x) + x.abs() * _pdf(x)
 
 
+# The bisection dominates the cost of a call (~48 float64 passes). alpha-CROWN
+# relaxes the same node on the same bounds at every step, so recent results are
+# kept and reused when both bound tensors are exactly equal (checked elementwise,
+# so a hit returns what recomputing would).
+_CACHE: list[tuple[Tensor, Tensor, tuple[Tensor, ...]]] = []
+_CACHE_ENTRIES = 8
+_CACHE_MAX_NUMEL = 1 << 21
+
+
 def _tangent_points(lower: Tensor, upper: Tensor) -> tuple[Tensor, ...]:
+    """Cached :func:`_solve_tangent_points` (exact-match reuse of recent calls)."""
+    lower, upper = torch.broadcast_tensors(lower.detach(), upper.detach())
+    if lower.numel() > _CACHE_MAX_NUMEL:
+        return _solve_tangent_points(lower, upper)
+    for i, (lo, hi, result) in enumerate(_CACHE):
+        if (
+            lo.shape == lower.shape
+            and lo.dtype == lower.dtype
+            and lo.device == lower.device
+            and torch.equal(lo, lower)
+            and torch.equal(hi, upper)
+        ):
+            _CACHE.append(_CACHE.pop(i))
+            return result
+    result = _solve_tangent_points(lower, upper)
+    _CACHE.append((lower.clone(), upper.clone(), result))
+    del _CACHE[:-_CACHE_ENTRIES]
+    return result
+
+
+def _solve_tangent_points(lower: Tensor, upper: Tensor) -> tuple[Tensor, ...]:
     """Tangent points ``d_L(l), d_R(u), d_U(u), d_V(l)`` (module docs), in dtype.
 
     Each is computed in float64 by bisection on a bracket whose valid end is a
     valid tangent point whenever the value is used, and rounded towards the valid
     side (``d_L``, ``d_V``: valid above, rounded up; ``d_R``, ``d_U``: valid below,
-    rounded down).
+    rounded down). ``d_U`` is only meaningful where ``l < -s < u <= s`` and
+    ``d_V`` only where ``-s <= l < s < u``; they share one bisection (and so are
+    the same tensor).
     """
+    dtype = lower.dtype
     lo, hi = lower.detach().double(), upper.detach().double()
+    mixed = (lo < SQRT2) & (hi > -SQRT2) & ((lo < -SQRT2) | (hi > SQRT2))
+    if not bool(mixed.any()):  # all intervals inside one piece: nothing to solve
+        return lower.clone(), upper.clone(), lower.clone(), upper.clone()
     s = torch.full_like(lo, SQRT2)
-    anchors = torch.stack([lo, hi, hi, lo])
-    # +1: the tangent must pass below (a, f(a)); -1: above.
-    side = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=torch.float64, device=lo.device)
-    side = side.view(4, *([1] * lo.dim()))
-    valid = torch.stack([torch.minimum(hi, s), torch.maximum(lo, -s), lo, hi])
-    invalid = torch.stack([-s, s, -s, s])
+    conv_conc = (lo >= -SQRT2) & (hi > SQRT2)
+    # Slots: d_L (anchor l, below), d_R (anchor u, below), d_U or d_V (above).
+    anchors = torch.stack([lo, hi, torch.where(conv_conc, lo, hi)])
+    side = torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64, device=lo.device)
+    side = side.view(3, *([1] * lo.dim()))
+    valid = torch.stack(
+        [torch.minimum(hi, s), torch.maximum(lo, -s), torch.where(conv_conc, hi, lo)]
+    )
+    invalid = torch.stack([-s, s, torch.where(conv_conc, s, -s)])
     f_anchor = gelu(anchors)
 
     def ok(t: Tensor) -> Tensor:
-        gap = gelu(t) + gelu_deriv(t) * (anchors - t) - f_anchor
-        return side * gap <= 0
+        # f(t) + f'(t) (a - t) = a Phi(t) + t phi(t) (a - t): one erfc, one exp.
+        at_anchor = anchors * _cdf(t) + t * _pdf(t) * (anchors - t)
+        return side * (at_anchor - f_anchor) <= 0
 
     d = bisect_boundary(ok, valid, invalid, iters=BISECT_ITERS)
-    dtype = lower.dtype
+    d_upper = torch.where(
+        conv_conc,
+        round_toward(d[2], dtype, down=False),
+        round_toward(d[2], dtype, down=True),
+    )
     return (
         round_toward(d[0], dtype, down=False),
         round_toward(d[1], dtype, down=True),
-        round_toward(d[2], dtype, down=True),
-        round_toward(d[3], dtype, down=False),
+        d_upper,
+        d_upper,
     )
 
 
