@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from genbab.bounds.relax.base import Relaxation
+from genbab.bounds.relax.base import Relaxation, clamp01
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -47,6 +47,39 @@ def margin(scale: Tensor) -> Tensor:
     return SAFETY_ULPS * finfo.eps * scale + finfo.tiny
 
 
+def shifted_biases(
+    f: Fn,
+    slope: Tensor,
+    lower: Tensor,
+    upper: Tensor,
+    interior: Sequence[Tensor],
+) -> tuple[Tensor, Tensor]:
+    """Biases making the line of slope ``slope`` a lower and an upper bound of ``f``.
+
+    Exact (up to :func:`margin`) when ``interior`` lists every point of ``[l, u]``
+    where ``f'(x) = slope`` that can be an extremum of ``f(x) - slope * x``;
+    otherwise they are only valid on the candidates.
+
+    Args:
+        f: The function, elementwise.
+        slope: Slopes, broadcastable with the bounds.
+        lower: Lower interval ends.
+        upper: Upper interval ends.
+        interior: Candidate points (any shape broadcastable with the bounds); they
+            are detached and clamped into ``[lower, upper]``.
+
+    Returns:
+        ``(lower_bias, upper_bias)`` of the broadcast shape, with the margin.
+    """
+    pts = [lower, upper]
+    pts += [torch.minimum(torch.maximum(x.detach(), lower), upper) for x in interior]
+    xs = torch.stack(torch.broadcast_tensors(*pts, slope)[:-1])
+    g = f(xs) - slope * xs
+    lo, hi = g.amin(0), g.amax(0)
+    spread = 2 * slope.abs() * torch.maximum(lower.abs(), upper.abs())
+    return lo - margin(lo.abs() + spread), hi + margin(hi.abs() + spread)
+
+
 def shifted_bias(
     f: Fn,
     slope: Tensor,
@@ -56,32 +89,9 @@ def shifted_bias(
     *,
     above: bool,
 ) -> Tensor:
-    """Bias making the line of slope ``slope`` an upper (or lower) bound of ``f``.
-
-    Exact (up to :func:`margin`) when ``interior`` lists every point of ``[l, u]``
-    where ``f'(x) = slope`` that can be a maximizer (``above``) or minimizer of
-    ``f(x) - slope * x``; otherwise it is only valid on the candidates.
-
-    Args:
-        f: The function, elementwise.
-        slope: Slopes, broadcastable with the bounds.
-        lower: Lower interval ends.
-        upper: Upper interval ends.
-        interior: Candidate points (any shape broadcastable with the bounds); they
-            are detached and clamped into ``[lower, upper]``.
-        above: True for the upper line (maximum), False for the lower (minimum).
-
-    Returns:
-        Biases of the broadcast shape, including the rounding margin.
-    """
-    pts = [lower, upper]
-    pts += [torch.minimum(torch.maximum(x.detach(), lower), upper) for x in interior]
-    xs = torch.stack(torch.broadcast_tensors(*pts, slope)[:-1])
-    g = f(xs) - slope * xs
-    extreme = g.amax(0) if above else g.amin(0)
-    reach = torch.maximum(lower.abs(), upper.abs())
-    m = margin(extreme.abs() + 2 * slope.abs() * reach)
-    return extreme + m if above else extreme - m
+    """One side of :func:`shifted_biases`: the upper bias if ``above``, else lower."""
+    lo, hi = shifted_biases(f, slope, lower, upper, interior)
+    return hi if above else lo
 
 
 def chord_slope(fl: Tensor, fu: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
@@ -110,31 +120,13 @@ def finite_or_constant(
     return torch.where(ok, slope, zero), torch.where(ok, bias, constant)
 
 
-class _InwardClamp(torch.autograd.Function):
-    """``clamp(p, 0, 1)`` that passes the gradient where descent moves ``p`` inward.
-
-    A plain clamp has zero gradient outside ``[0, 1]``, so a parameter that an
-    optimizer step pushed out could never return. Here the gradient also flows
-    where ``p > 1`` and the gradient is positive (a descent step lowers ``p``), or
-    ``p < 0`` and it is negative.
-    """
-
-    @staticmethod
-    def forward(ctx, p: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(p)
-        return p.clamp(0.0, 1.0)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (p,) = ctx.saved_tensors
-        inside = (p >= 0) & (p <= 1)
-        inward = inside | ((p > 1) & (grad > 0)) | ((p < 0) & (grad < 0))
-        return torch.where(inward, grad, torch.zeros_like(grad))
-
-
 def frac(params: Tensor) -> Tensor:
-    """Project parameters into ``[0, 1]`` (NaN: 0.5), see :class:`_InwardClamp`."""
-    return _InwardClamp.apply(torch.nan_to_num(params, nan=0.5))
+    """Project parameters into ``[0, 1]`` (NaN: 0.5).
+
+    Uses :func:`~.base.clamp01`, whose gradient still flows where a descent step
+    would bring an out-of-range parameter back inside.
+    """
+    return clamp01(torch.nan_to_num(params, nan=0.5))
 
 
 def broadcast_all(*ts: Tensor) -> list[Tensor]:
@@ -168,18 +160,18 @@ class SlopeCurve:
     extra_margin: Callable[[Tensor, Tensor], Tensor] | None = None
 
 
-def _slope_line(
-    curve: SlopeCurve, lower: Tensor, upper: Tensor, p: Tensor, above: bool
-) -> tuple[Tensor, Tensor]:
+def _slope_lines(
+    curve: SlopeCurve, lower: Tensor, upper: Tensor, p: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Slope from the fraction ``p`` and the lower and upper biases for it."""
     s_min, s_max = curve.slope_range(lower, upper)
     slope = s_min + frac(p) * (s_max - s_min)
-    bias = shifted_bias(
-        curve.f, slope, lower, upper, curve.stationary(slope, lower, upper), above=above
-    )
+    stationary = curve.stationary(slope, lower, upper)
+    lo_b, up_b = shifted_biases(curve.f, slope, lower, upper, stationary)
     if curve.extra_margin is not None:
         extra = curve.extra_margin(lower, upper)
-        bias = bias + extra if above else bias - extra
-    return slope, bias
+        lo_b, up_b = lo_b - extra, up_b + extra
+    return slope, lo_b, up_b
 
 
 def relax_by_slope(
@@ -200,8 +192,9 @@ def relax_by_slope(
     """
     if params is None:
         params = init_slope_params(curve, lower, upper)
-    lo_s, lo_b = _slope_line(curve, lower, upper, params[0], above=False)
-    up_s, up_b = _slope_line(curve, lower, upper, params[1], above=True)
+    # One evaluation for both lines; each keeps its own side.
+    slope, lo_b, up_b = _slope_lines(curve, lower, upper, params[:2])
+    lo_s, lo_b, up_s, up_b = slope[0], lo_b[0], slope[1], up_b[1]
     f_min, f_max = curve.value_range(lower, upper)
     lo_s, lo_b = finite_or_constant(lo_s, lo_b, f_min)
     up_s, up_b = finite_or_constant(up_s, up_b, f_max)
@@ -233,10 +226,11 @@ def point_constants(
 def init_slope_params(curve: SlopeCurve, lower: Tensor, upper: Tensor) -> Tensor:
     """Default parameters of :func:`relax_by_slope`, shape ``[2, *shape]``.
 
-    Among a few candidate slopes (the chord's, the tangents' at the midpoint and
-    the ends, and a grid over ``[s_min, s_max]``) each line picks the one whose
-    shifted line is tightest at the midpoint, i.e. encloses the least area
-    between line and function over ``[l, u]``.
+    Among a few candidate slopes (the chord's, the tangent's at the midpoint, and
+    a grid of five over ``[s_min, s_max]``) each line picks the one whose shifted
+    line is tightest at the midpoint, i.e. encloses the least area between line
+    and function over ``[l, u]``. Inside a convex (concave) stretch this gives
+    the chord above (below) and the midpoint tangent on the other side.
     """
     with torch.no_grad():
         lower, upper = broadcast_all(lower, upper)
@@ -250,16 +244,24 @@ def init_slope_params(curve: SlopeCurve, lower: Tensor, upper: Tensor) -> Tensor
 
         chord = chord_slope(curve.f(lower), curve.f(upper), lower, upper)
         cands = [to_frac(chord), to_frac(curve.df(mid))]
-        cands += [to_frac(curve.df(lower)), to_frac(curve.df(upper))]
         cands += [torch.full_like(lower, v) for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
         p = torch.stack(cands)  # [C, *shape]
 
-        best = []
-        for above in (False, True):
-            s, b = _slope_line(curve, lower, upper, p, above)
-            at_mid = s * mid + b
-            worst = float("inf") if above else -float("inf")
-            at_mid = torch.where(torch.isnan(at_mid), worst, at_mid)
-            pick = at_mid.argmin(0) if above else at_mid.argmax(0)
-            best.append(torch.gather(p, 0, pick[None])[0])
-        return torch.stack(best)
+        slope, lo_b, up_b = _slope_lines(curve, lower, upper, p)
+        nan = torch.isnan
+        lo_mid = torch.where(nan(lo_b), -float("inf"), slope * mid + lo_b)
+        up_mid = torch.where(nan(up_b), float("inf"), slope * mid + up_b)
+        return torch.stack([_pick(p, lo_mid), _pick(p, -up_mid)])
+
+
+def _pick(p: Tensor, score: Tensor) -> Tensor:
+    """``p[c]`` at the first ``c`` of highest ``score`` along dim 0 (elementwise).
+
+    A loop over the few candidates: much faster on CPU than ``argmax(0)``.
+    """
+    best_p, best = p[0], score[0]
+    for c in range(1, p.shape[0]):
+        better = score[c] > best
+        best_p = torch.where(better, p[c], best_p)
+        best = torch.where(better, score[c], best)
+    return best_p
