@@ -16,12 +16,10 @@ import torch
 from torch import Tensor
 
 from genbab.bounds.box import Bounds, Box
-from genbab.bounds.engine import Engine, Params, broadcast_batch
-from genbab.bounds.nonlinear import unary_family
+from genbab.bounds.engine import Engine, Params
 from genbab.bounds.objective import Objective
-from genbab.bounds.relax.bivariate import init_mul_params
+from genbab.bounds.rules import rule_for
 from genbab.config import BoundsConfig
-from genbab.model.ops import Mul, Unary
 
 logger = logging.getLogger(__name__)
 
@@ -34,19 +32,10 @@ def init_params(engine: Engine, bounds: Bounds, num_specs: int) -> Params:
     """
     params: Params = {}
     for node in engine.graph.nodes:
-        op = node.op
-        if isinstance(op, Unary):
-            family = unary_family(node)
-            if family.num_params == 0:
-                continue
-            lo, hi = bounds[node.inputs[0]]
-            p = family.init_params(lo, hi)
-        elif isinstance(op, Mul):
-            (xl, xu), (yl, yu) = (bounds[i] for i in node.inputs)
-            shape = node.shape
-            xl, xu, yl, yu = broadcast_batch(shape, xl, xu, yl, yu)
-            p = init_mul_params(xl, xu, yl, yu)
-        else:
+        if node.op.linear:
+            continue
+        p = rule_for(node).init_params(node, [bounds[i] for i in node.inputs])
+        if p is None:
             continue
         p = p.unsqueeze(2).expand(p.shape[0], p.shape[1], num_specs, *p.shape[2:])
         params[node.name] = p.detach().clone().requires_grad_(True)

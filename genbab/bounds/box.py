@@ -78,3 +78,18 @@ def check_finite(name: str, lower: Tensor, upper: Tensor) -> None:
             f"bounds of node '{name}' are infinite or NaN; the input box may be too "
             "wide for this model"
         )
+
+
+def broadcast_batch(shape: tuple[int, ...], *ts: Tensor) -> list[Tensor]:
+    """Expand per-domain tensors ``[B, *s]`` to ``[B, *shape]`` (ONNX broadcast).
+
+    Args:
+        shape: The per-sample target shape.
+        ts: Tensors ``[B, *s]`` with ``s`` broadcastable to ``shape``.
+    """
+    out = []
+    for t in ts:
+        per = t.shape[1:]
+        t = t.reshape(t.shape[0], *([1] * (len(shape) - len(per))), *per)
+        out.append(t.expand(t.shape[0], *shape))
+    return out

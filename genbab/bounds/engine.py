@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from genbab.bounds.box import Bounds, Box, check_finite, sum_to_shape
-from genbab.bounds.nonlinear import mul_interval, relax_unary, unary_interval
-from genbab.bounds.relax.bivariate import relax_mul
+from genbab.bounds import nonlinear  # noqa: F401  (registers the rules)
+from genbab.bounds.box import Bounds, Box, check_finite
+from genbab.bounds.rules import rule_for
 from genbab.errors import BoundsError
 from genbab.model.graph import Graph, Node
-from genbab.model.ops import Mul, Unary
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +100,7 @@ class Engine:
             mid = torch.vmap(op.forward)(*mids)
             rad = torch.vmap(op.abs_forward)(*rads)
             return mid - rad, mid + rad
-        if isinstance(op, Unary):
-            return unary_interval(node, *ins[0])
-        if isinstance(op, Mul):
-            (xl, xu), (yl, yu) = ins
-            return mul_interval(xl, xu, yl, yu)
-        raise BoundsError(f"no bounds for operator {op.op_type} (node '{node.name}')")
+        return rule_for(node).interval(node, ins)
 
     # ------------------------------------------------------------------ backward
     def needs_bounds(self) -> list[str]:
@@ -174,29 +168,15 @@ class Engine:
             bias = (a * const).flatten(2).sum(-1)
             return outs, bias
         p = None if params is None else params.get(node.name)
-        if isinstance(op, Unary):
-            lo, hi = bounds[node.inputs[0]]
-            rel = relax_unary(node, lo.unsqueeze(1), hi.unsqueeze(1), p)
-            pos, neg = a.clamp(min=0), a.clamp(max=0)
-            coef = pos * rel.lower_slope + neg * rel.upper_slope
-            bias = (pos * rel.lower_bias + neg * rel.upper_bias).flatten(2).sum(-1)
-            return [coef], bias
-        if isinstance(op, Mul):
-            (xl, xu), (yl, yu) = (bounds[i] for i in node.inputs)
-            shape = node.shape
-            xl, xu, yl, yu = (
-                t.unsqueeze(1) for t in broadcast_batch(shape, xl, xu, yl, yu)
+        ins = [bounds[i] for i in node.inputs]
+        shapes = [self.shape(i) for i in node.inputs]
+        coeffs, bias = rule_for(node).backward(node, a, ins, p, shapes)
+        if not torch.isfinite(bias).all():
+            raise BoundsError(
+                f"the relaxation of node '{node.name}' ({node.op.op_type}) is "
+                "unbounded on its input bounds; the input box may be too wide"
             )
-            rel = relax_mul(xl, xu, yl, yu, p)
-            pos, neg = a.clamp(min=0), a.clamp(max=0)
-            ax = pos * rel.lower_x + neg * rel.upper_x
-            ay = pos * rel.lower_y + neg * rel.upper_y
-            bias = (pos * rel.lower_bias + neg * rel.upper_bias).flatten(2).sum(-1)
-            sx, sy = (self.shape(i) for i in node.inputs)
-            return [sum_to_shape(ax, sx, 2), sum_to_shape(ay, sy, 2)], bias
-        raise BoundsError(
-            f"no linear relaxation for operator {op.op_type} (node '{node.name}')"
-        )
+        return coeffs, bias
 
     def _linear_vjp(self, node: Node) -> tuple[Tensor, Callable]:
         """The constant term and the transposed map of a linear node (cached)."""
@@ -284,19 +264,3 @@ def _numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
-
-
-def broadcast_batch(shape: tuple[int, ...], *ts: Tensor) -> list[Tensor]:
-    """Expand per-domain tensors ``[B, *s]`` to ``[B, *shape]`` (ONNX broadcast).
-
-    Args:
-        shape: The per-sample target shape.
-        ts: Tensors ``[B, *s]`` with ``s`` broadcastable to ``shape``.
-    """
-    out = []
-    for t in ts:
-        per = t.shape[1:]
-        pad = len(shape) - len(per)
-        t = t.reshape(t.shape[0], *([1] * pad), *per)
-        out.append(t.expand(t.shape[0], *shape))
-    return out

@@ -10,10 +10,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from genbab.bounds.box import broadcast_batch, sum_to_shape
 from genbab.bounds.relax import UNARY_FAMILIES, Relaxation, UnaryFamily
+from genbab.bounds.relax.bivariate import init_mul_params, relax_mul
+from genbab.bounds.rules import Interval, NodeRule, register_rule
 from genbab.errors import BoundsError
 from genbab.model.graph import Node
-from genbab.model.ops import Unary
+from genbab.model.ops import Mul, Unary
 
 # Functions that are non-decreasing everywhere on their domain: f([l, u]) is
 # exactly [f(l), f(u)].
@@ -122,3 +125,54 @@ def _is_odd_integer(p: float | None) -> bool:
 
 def _is_even_integer(p: float | None) -> bool:
     return p is not None and float(p).is_integer() and int(p) % 2 == 0 and p > 0
+
+
+# ---------------------------------------------------------------- rules
+
+
+def _unary_interval(node: Node, ins: list[Interval]) -> Interval:
+    return unary_interval(node, *ins[0])
+
+
+def _unary_backward(node, a, ins, params, in_shapes):
+    lo, hi = ins[0]
+    rel = relax_unary(node, lo.unsqueeze(1), hi.unsqueeze(1), params)
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    coef = pos * rel.lower_slope + neg * rel.upper_slope
+    bias = (pos * rel.lower_bias + neg * rel.upper_bias).flatten(2).sum(-1)
+    return [coef], bias
+
+
+def _unary_init(node: Node, ins: list[Interval]) -> Tensor | None:
+    family = unary_family(node)
+    if family.num_params == 0:
+        return None
+    return family.init_params(*ins[0])
+
+
+def _mul_interval(node: Node, ins: list[Interval]) -> Interval:
+    (xl, xu), (yl, yu) = ins
+    return mul_interval(xl, xu, yl, yu)
+
+
+def _mul_backward(node, a, ins, params, in_shapes):
+    (xl, xu), (yl, yu) = ins
+    xl, xu, yl, yu = (
+        t.unsqueeze(1) for t in broadcast_batch(node.shape, xl, xu, yl, yu)
+    )
+    rel = relax_mul(xl, xu, yl, yu, params)
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    ax = pos * rel.lower_x + neg * rel.upper_x
+    ay = pos * rel.lower_y + neg * rel.upper_y
+    bias = (pos * rel.lower_bias + neg * rel.upper_bias).flatten(2).sum(-1)
+    sx, sy = in_shapes
+    return [sum_to_shape(ax, sx, 2), sum_to_shape(ay, sy, 2)], bias
+
+
+def _mul_init(node: Node, ins: list[Interval]) -> Tensor:
+    (xl, xu), (yl, yu) = ins
+    return init_mul_params(*broadcast_batch(node.shape, xl, xu, yl, yu))
+
+
+register_rule(Unary, NodeRule(_unary_interval, _unary_backward, _unary_init))
+register_rule(Mul, NodeRule(_mul_interval, _mul_backward, _mul_init))

@@ -614,7 +614,7 @@ UNARY_FUNCTIONS: dict[str, Callable[[Tensor, float | None], Tensor]] = {
     "erf": lambda x, p: torch.erf(x),
     "abs": lambda x, p: torch.abs(x),
     "floor": lambda x, p: torch.floor(x),
-    "softplus": lambda x, p: torch.nn.functional.softplus(x),
+    "softplus": lambda x, p: torch.logaddexp(x, torch.zeros_like(x)),
 }
 
 
