@@ -120,6 +120,7 @@ class Engine:
         coeffs: Tensor,
         bounds: Bounds,
         params: Params | None = None,
+        record: dict[str, Tensor] | None = None,
     ) -> LinearForm:
         """Propagate ``coeffs . value(start)`` back to a linear form of the input.
 
@@ -133,6 +134,8 @@ class Engine:
                 between the graph input and ``start``, each ``[B, *shape]``.
             params: Optimizable relaxation parameters by node name, or None for
                 the default relaxations.
+            record: If given, filled with the coefficients on the output of each
+                nonlinear node reached, ``[B, S, *shape]`` (branching uses them).
 
         Returns:
             The linear form in the graph input.
@@ -145,6 +148,8 @@ class Engine:
             a = acc.pop(node.name, None)
             if a is None:
                 continue
+            if record is not None and not node.op.linear:
+                record[node.name] = a
             contributions, b = self._node_backward(node, a, bounds, params)
             bias = bias + b
             for name, c in zip(node.inputs, contributions, strict=True):
@@ -191,9 +196,19 @@ class Engine:
 
     # ------------------------------------------------------------------ CROWN
     def crown_value(
-        self, name: str, box: Box, bounds: Bounds, params: Params | None = None
+        self,
+        name: str,
+        box: Box,
+        bounds: Bounds,
+        params: Params | None = None,
+        forms: dict[str, tuple[LinearForm, LinearForm]] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """CROWN lower and upper bounds of every neuron of value ``name``.
+
+        Args:
+            forms: If given, ``forms[name]`` is set to the linear lower and upper
+                bounds of the value in terms of the input (coefficients
+                ``[B, n, *input_shape]``, bias ``[B, n]`` with ``n`` its size).
 
         Returns:
             ``(lower, upper)``, each ``[B, *shape(name)]``.
@@ -205,6 +220,10 @@ class Engine:
         coeffs = torch.cat([eye, -eye]).reshape(1, 2 * n, *shape).expand(B, -1, *shape)
         form = self.backward(name, coeffs, bounds, params)
         value = box.concretize(form.coeffs, form.bias)
+        if forms is not None:
+            low = LinearForm(form.coeffs[:, :n], form.bias[:, :n])
+            up = LinearForm(-form.coeffs[:, n:], -form.bias[:, n:])
+            forms[name] = (low, up)
         lower = value[:, :n].reshape(B, *shape)
         upper = -value[:, n:].reshape(B, *shape)
         return lower, upper
@@ -214,20 +233,26 @@ class Engine:
         box: Box,
         known: Bounds | None = None,
         deadline: float | None = None,
+        forms: dict[str, tuple[LinearForm, LinearForm]] | None = None,
+        start_after: str | None = None,
     ) -> Bounds:
         """Bounds of every value that a relaxation needs, by CROWN.
 
         Values are bounded in topological order, each intersected with its
         interval bounds (and ``known`` ones). Past ``deadline`` the remaining
-        values keep their interval bounds.
+        values keep their interval bounds. ``forms`` collects the linear bounds
+        of each value (see :meth:`crown_value`). Values up to and including
+        ``start_after`` keep their ``known`` bounds (branch-and-bound recomputes
+        only what follows a split).
         """
         bounds = self.interval(box, known)
+        skip = -1 if start_after is None else self._order.get(start_after, -1)
         for name in self.needs_bounds():
-            if name == self.graph.input_name:
+            if name == self.graph.input_name or self._order.get(name, -1) <= skip:
                 continue
             if deadline is not None and time.monotonic() > deadline:
                 break
-            lo, hi = self.crown_value(name, box, bounds)
+            lo, hi = self.crown_value(name, box, bounds, forms=forms)
             ilo, ihi = bounds[name]
             lo, hi = torch.maximum(lo, ilo), torch.minimum(hi, ihi)
             check_finite(name, lo, hi)
@@ -242,11 +267,15 @@ class Engine:
         box: Box,
         bounds: Bounds,
         params: Params | None = None,
+        record: dict[str, Tensor] | None = None,
+        forms: list[LinearForm] | None = None,
     ) -> Tensor:
         """Lower bounds of ``coeffs . y`` for ``y`` the flattened graph output.
 
         Args:
             coeffs: ``[B, S, num_outputs]``.
+            record: See :meth:`backward`.
+            forms: If given, the linear form in the input is appended to it.
 
         Returns:
             ``[B, S]``.
@@ -254,8 +283,14 @@ class Engine:
         B, S = coeffs.shape[:2]
         shape = self.graph.output_shape
         form = self.backward(
-            self.graph.output_name, coeffs.reshape(B, S, *shape), bounds, params
+            self.graph.output_name,
+            coeffs.reshape(B, S, *shape),
+            bounds,
+            params,
+            record,
         )
+        if forms is not None:
+            forms.append(form)
         return box.concretize(form.coeffs, form.bias)
 
 
