@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 _CHECKS_PER_STEP = 4
 # The step size shrinks geometrically to this fraction of its start.
 _FINAL_STEP_FRACTION = 0.02
-# Most random draws screened per starting point.
-_MAX_DRAWS = 32
+# Random draws screened (by loss, no gradients) for each starting point.
+_SCREEN_DRAWS = 64
 
 Validator = Callable[[np.ndarray, int], Counterexample | None]
 
@@ -125,8 +125,9 @@ def pgd_attack(
 ) -> Counterexample | None:
     """Search for a counterexample to ``prop`` by projected gradient descent.
 
-    Every case gets ``config.restarts`` starting points: its box center, random
-    corners, edge-heavy random points and uniform random points. All (case,
+    Every case gets ``config.restarts`` starting points: its box center, then
+    random corners, edge-heavy points and uniform points, each the lowest-loss of
+    ``_SCREEN_DRAWS`` random draws (forward passes only). All (case,
     restart) pairs run together in batches of ``config.batch_size``; each runs
     ``config.steps`` signed gradient steps of ``step_size * half_width``, shrinking
     geometrically, clamped to the box after every step. Points whose margin is
@@ -164,11 +165,14 @@ def pgd_attack(
     total = max(1, config.restarts) * num_cases
     batch = max(1, config.batch_size)
     for start in range(0, total, batch):
+        if deadline is not None and time.monotonic() > deadline:
+            logger.info("PGD stopped at its deadline")
+            return None
         # Restart-major order: the first batch covers every case's center first.
         slots = torch.arange(start, min(start + batch, total), device=device)
         case = slots % num_cases
         starts = _screened_starts(
-            model, spec, case, slots // num_cases, generator, batch
+            model, spec, case, slots // num_cases, generator, batch, deadline
         )
         cex = _descend(model, spec, case, starts, config, validate, deadline)
         if cex is not None:
@@ -176,9 +180,6 @@ def pgd_attack(
                 "PGD found a counterexample in %.2f s", time.monotonic() - started
             )
             return cex
-        if deadline is not None and time.monotonic() > deadline:
-            logger.info("PGD stopped at its deadline")
-            return None
     logger.info("PGD found no counterexample in %.2f s", time.monotonic() - started)
     return None
 
@@ -190,35 +191,45 @@ def _screened_starts(
     restart: Tensor,
     generator: torch.Generator,
     batch_size: int,
+    deadline: float | None,
 ) -> Tensor:
-    """Starting points [S, n] for cases [S], each the best of several draws.
+    """Starting points [S, n] for cases [S], each the best of ``_SCREEN_DRAWS``.
 
-    Every slot draws ``batch_size // S`` candidates of its kind (at most
-    ``_MAX_DRAWS``, at least one) and keeps the one with the lowest loss; the
-    draws are evaluated without gradients in forward calls of at most
-    ``batch_size`` samples. Restart 0 stays at the box center.
+    Every slot draws candidates of its kind and keeps the one with the lowest
+    loss. Draws are evaluated without gradients, as many slots' draws per
+    forward call as ``batch_size`` allows (so memory stays at one batch).
+    Restart 0 stays at the box center. Screening ends early past ``deadline``.
     """
     lower, upper = spec.lower[case], spec.upper[case]
     best = _starting_points(lower, upper, restart, generator)
-    draws = min(_MAX_DRAWS, batch_size // len(case))
-    if draws <= 1:
-        return best
-    candidates = torch.stack(
-        [best]
-        + [_starting_points(lower, upper, restart, generator) for _ in range(draws - 1)]
-    )  # [draws, S, n]
-    flat = candidates.reshape(-1, candidates.shape[-1])
-    flat_case = case.repeat(draws)
-    losses = []
+    best_loss = _loss_no_grad(model, spec, case, best)
+    per_call = max(1, batch_size // len(case))  # draws stacked into one call
+    done = 1
+    while done < _SCREEN_DRAWS:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        group = min(per_call, _SCREEN_DRAWS - done)
+        x = torch.stack(
+            [_starting_points(lower, upper, restart, generator) for _ in range(group)]
+        )  # [group, S, n]
+        loss = _loss_no_grad(model, spec, case.repeat(group), x.flatten(0, 1))
+        loss, pick = loss.reshape(group, -1).min(dim=0)  # [S]
+        better = loss < best_loss
+        best = torch.where(
+            better.unsqueeze(1),
+            x[pick, torch.arange(len(case), device=case.device)],
+            best,
+        )
+        best_loss = torch.where(better, loss, best_loss)
+        done += group
+    return best
+
+
+def _loss_no_grad(model: Graph, spec: _SpecTensors, case: Tensor, x: Tensor) -> Tensor:
+    """The loss [S] of points ``x`` [S, n] for cases [S], without gradients."""
     with torch.no_grad():
-        for i in range(0, len(flat), batch_size):
-            x = flat[i : i + batch_size]
-            y = model.forward(x.reshape(len(x), *model.input_shape))
-            losses.append(
-                spec.margin(y.reshape(len(x), -1), flat_case[i : i + batch_size])[1]
-            )
-    choice = torch.cat(losses).reshape(draws, -1).argmin(dim=0)  # [S]
-    return candidates[choice, torch.arange(len(case), device=case.device)]
+        y = model.forward(x.reshape(len(x), *model.input_shape))
+        return spec.margin(y.reshape(len(x), -1), case)[1]
 
 
 def _starting_points(
