@@ -59,9 +59,15 @@ class BoundsConfig:
 class BabConfig:
     """Branch-and-bound on the inputs of nonlinearities."""
 
-    enabled: bool = False
-    batch_size: int = 64
+    enabled: bool = True
+    batch_size: int = 64  # domains split per round (children: twice as many)
     max_domains: int = 200_000
+    heuristic: str = "bbps"  # bbps | babsr | widest
+    branching_point: str = "table"  # table | midpoint
+    tables_dir: str = ""  # empty: the lookup_tables/ shipped with genbab
+    alpha_iterations: int = 10  # alpha-CROWN steps on each round's children
+    recompute_intermediate: bool = True  # CROWN bounds after the split node
+    min_gap: float = 1e-3  # intervals narrower than this are not split
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("general", "dtype"): ("float32", "float64"),
     ("bounds", "method"): ("interval", "crown", "alpha-crown"),
     ("bounds", "intermediate"): ("interval", "crown"),
+    ("bab", "heuristic"): ("bbps", "babsr", "widest"),
+    ("bab", "branching_point"): ("table", "midpoint"),
 }
 
 

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import torch
 
+from genbab.bab.loop import run_bab
 from genbab.bounds import Box, Engine, bound_objective, build_objective
 from genbab.config import Config
 from genbab.errors import GenbabError
@@ -31,7 +32,9 @@ class _Clock:
 
     def __init__(self, timeout: float | None) -> None:
         self.start = time.monotonic()
-        self.deadline = None if timeout is None else self.start + timeout
+        # Keep a little of the budget to wrap up (the last round, writing files).
+        slack = 0.0 if timeout is None else min(2.0, 0.05 * timeout)
+        self.deadline = None if timeout is None else self.start + timeout - slack
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
@@ -120,7 +123,7 @@ def _run(
     # 2. Prove every case with bounds.
     engine = Engine(graph.to(device, dtype), dtype, device)
     t0 = time.monotonic()
-    proven, worst = _prove_cases(engine, prop, config, clock)
+    proven, worst = _prove_cases(engine, prop, config, clock, stats)
     stats["bounds_seconds"] = time.monotonic() - t0
     stats["bounds_method"] = config.bounds.method
     stats["worst_margin"] = worst
@@ -139,7 +142,7 @@ def _run(
 
 
 def _prove_cases(
-    engine: Engine, prop: Property, config: Config, clock: _Clock
+    engine: Engine, prop: Property, config: Config, clock: _Clock, stats: dict
 ) -> tuple[list[bool], float]:
     """Bound every case; return which are proven and the worst clause margin."""
     dtype, device = engine.dtype, engine.device
@@ -155,16 +158,59 @@ def _prove_cases(
             torch.stack([_tensor(c.upper, shape, dtype, device) for c in part]),
         )
         objective = build_objective(part, dtype, device)
-        lower, _ = bound_objective(
+        lower, bounds = bound_objective(
             engine, box, objective, config.bounds, deadline=clock.deadline
         )
         margins = objective.clause_margins(lower)
-        proven.extend(bool(p) for p in (margins > 0).all(-1))
+        done = (margins > 0).all(-1)
+        if config.bab.enabled and not done.all() and not clock.expired():
+            result = run_bab(
+                engine,
+                box,
+                objective,
+                bounds,
+                lower,
+                config.bab,
+                config.bounds,
+                deadline=clock.deadline,
+                table=_branching_table(config),
+            )
+            _merge_stats(stats, result.stats)
+            if result.proven:
+                done = torch.ones_like(done)
+            elif result.reason:
+                stats["bab_stopped"] = result.reason
+        proven.extend(bool(p) for p in done)
         worst = min(worst, float(margins.min()))
         if clock.expired():
             proven.extend(False for _ in cases[start + chunk :])
             break
     return proven, worst
+
+
+def _merge_stats(stats: dict, new: dict) -> None:
+    """Add branch-and-bound statistics of one chunk of cases to ``stats``."""
+    for key, value in new.items():
+        if key in ("bab_max_depth",):
+            stats[key] = max(stats.get(key, 0), value)
+        elif key == "bab_domains_per_second":
+            continue
+        else:
+            stats[key] = stats.get(key, 0) + value
+    if stats.get("bab_seconds"):
+        stats["bab_domains_per_second"] = stats["bab_domains"] / stats["bab_seconds"]
+
+
+def _branching_table(config: Config):
+    """The branching-point lookup tables, or None for midpoints."""
+    if config.bab.branching_point != "table":
+        return None
+    try:
+        from genbab.tables import load_branching_points
+    except ImportError:
+        logger.debug("no branching-point tables available; using midpoints")
+        return None
+    return load_branching_points(config.bab.tables_dir or None)
 
 
 def _tensor(values, shape, dtype, device) -> torch.Tensor:
