@@ -17,15 +17,19 @@ def mlp(
     biases: list[np.ndarray],
     activation: str | list[str] = "Relu",
     opset: int = 17,
+    batch: int | str = 1,
 ) -> Path:
     """Save an MLP ``input [1, n] -> Gemm -> act -> ... -> Gemm -> output``.
 
     ``weights[i]`` has shape ``[out, in]``; the last layer has no activation.
     ``activation`` is an ONNX op type (or one per hidden layer); ``"Square"``
-    becomes ``Pow`` with exponent 2.
+    becomes ``Pow`` with exponent 2. ``batch`` is the leading dimension (a name
+    makes it symbolic, so onnxruntime takes any batch).
     """
-    acts = activation if isinstance(activation, list) else [activation] * (
-        len(weights) - 1
+    acts = (
+        activation
+        if isinstance(activation, list)
+        else [activation] * (len(weights) - 1)
     )
     nodes, inits = [], []
     cur = "input"
@@ -36,27 +40,36 @@ def mlp(
         ]
         out = "output" if i == len(weights) - 1 else f"h{i}"
         nodes.append(
-            helper.make_node("Gemm", [cur, f"W{i}", f"B{i}"], [out], transB=1,
-                             name=f"gemm{i}")
+            helper.make_node(
+                "Gemm", [cur, f"W{i}", f"B{i}"], [out], transB=1, name=f"gemm{i}"
+            )
         )
         cur = out
         if i < len(weights) - 1:
             act = acts[i]
             if act == "Square":
-                inits.append(numpy_helper.from_array(np.array(2.0, np.float32),
-                                                     f"two{i}"))
-                nodes.append(helper.make_node("Pow", [cur, f"two{i}"], [f"a{i}"],
-                                              name=f"act{i}"))
+                inits.append(
+                    numpy_helper.from_array(np.array(2.0, np.float32), f"two{i}")
+                )
+                nodes.append(
+                    helper.make_node("Pow", [cur, f"two{i}"], [f"a{i}"], name=f"act{i}")
+                )
             else:
                 nodes.append(helper.make_node(act, [cur], [f"a{i}"], name=f"act{i}"))
             cur = f"a{i}"
     graph = helper.make_graph(
         nodes,
         "mlp",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                       [1, weights[0].shape[1]])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT,
-                                       [1, weights[-1].shape[0]])],
+        [
+            helper.make_tensor_value_info(
+                "input", TensorProto.FLOAT, [batch, weights[0].shape[1]]
+            )
+        ],
+        [
+            helper.make_tensor_value_info(
+                "output", TensorProto.FLOAT, [batch, weights[-1].shape[0]]
+            )
+        ],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -66,10 +79,17 @@ def mlp(
 
 
 def random_mlp(
-    path: Path, sizes: list[int], activation: str | list[str], seed: int = 0
+    path: Path,
+    sizes: list[int],
+    activation: str | list[str],
+    seed: int = 0,
+    batch: int | str = 1,
 ) -> Path:
     """An MLP with layer ``sizes`` and Gaussian weights (std 1/sqrt(fan_in))."""
     rng = np.random.default_rng(seed)
-    ws = [rng.normal(size=(o, i)) / np.sqrt(i) for i, o in zip(sizes, sizes[1:])]
+    ws = [
+        rng.normal(size=(o, i)) / np.sqrt(i)
+        for i, o in zip(sizes, sizes[1:], strict=False)
+    ]
     bs = [rng.normal(size=o) * 0.3 for o in sizes[1:]]
-    return mlp(path, ws, bs, activation)
+    return mlp(path, ws, bs, activation, batch=batch)

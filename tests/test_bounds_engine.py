@@ -10,12 +10,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from onnx_builders import mlp, random_mlp
 
 from genbab.bounds import Box, Engine, bound_objective
 from genbab.bounds.objective import Objective
 from genbab.config import BoundsConfig
 from genbab.model import load_model
-from onnx_builders import mlp, random_mlp
 
 DT = torch.float64
 
@@ -58,8 +58,10 @@ def test_alpha_crown_tightens_two_relus(two_relus):
     bounds = engine.crown_bounds(box)
     # Bound -y from below: that is y's upper bound, 3 by CROWN; the true max is 2.
     objective = Objective(
-        torch.tensor([[[-1.0]]], dtype=DT), torch.tensor([[-2.5]], dtype=DT),
-        torch.tensor([[True]]), 1,
+        torch.tensor([[[-1.0]]], dtype=DT),
+        torch.tensor([[-2.5]], dtype=DT),
+        torch.tensor([[True]]),
+        1,
     )
     crown = engine.objective_lower(objective.coeffs, box, bounds)
     assert crown.item() == pytest.approx(-3.0)
@@ -93,7 +95,9 @@ def test_bounds_enclose_onnxruntime(tmp_path, act, width):
     )
     objective = Objective(
         torch.cat([torch.eye(3), -torch.eye(3)]).to(DT).unsqueeze(0),
-        torch.zeros(1, 6, dtype=DT), torch.ones(1, 6, dtype=torch.bool), 1,
+        torch.zeros(1, 6, dtype=DT),
+        torch.ones(1, 6, dtype=torch.bool),
+        1,
     )
     tol = 1e-4  # onnxruntime computes in float32
     results = {}

@@ -449,6 +449,7 @@ def test_genbab_verify_is_callable_and_follows_monkeypatching(fake, files, monke
     result = genbab.verify(str(files["model"]), str(files["unsat"]), timeout=3)
     assert isinstance(result, genbab.Result)
     assert result.verdict == genbab.Verdict.UNSAT
+
     def other(model_path, property_path, *, timeout=None, config=None):
         return Result(Verdict.UNKNOWN, message=f"other {timeout}")
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import genbab_fakes as fakes
 import pytest
 
-import genbab
 from genbab.cli import main
 from genbab.result import Result, Verdict
 from genbab.runner.execute import InProcessExecutor, WorkerExecutor
