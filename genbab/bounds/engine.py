@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from genbab.bounds import nonlinear  # noqa: F401  (registers the rules)
+from genbab.bounds import attention, nonlinear, piecewise  # noqa: F401  (rules)
 from genbab.bounds.box import Bounds, Box, check_finite
 from genbab.bounds.rules import rule_for
 from genbab.errors import BoundsError

@@ -1,0 +1,137 @@
+"""Bounds of piecewise-constant functions: ``floor``.
+
+``floor`` is a staircase, so on ``[l, u]`` its graph lies between two polygons:
+the upper hull of the step corners ``(l, fl), (fl + 1, fl + 1), ..., (fu, fu),
+(u, fu)`` and the lower hull of ``(l, fl), (fl + 1, fl), ..., (fu, fu - 1),
+(u, fu)``, with ``fl = floor(l)`` and ``fu = floor(u)``. The relaxation takes
+the supporting line of each hull at the middle of the interval (which minimizes
+the area between line and function among the hull's supporting lines):
+
+* one step (``fl == fu``): the constant ``fl``, exact;
+* middle on the first step: upper the chord from ``(l, fl)`` to ``(fl+1, fl+1)``,
+  lower the constant ``fl``;
+* middle between the first and last integer: ``x - 1 <= floor(x) <= x``;
+* middle on the last step: upper the constant ``fu``, lower the chord from
+  ``(fu, fu - 1)`` to ``(u, fu)``.
+
+Whatever the slope ``s >= 0``, the biases are recomputed from the only points
+where ``floor(x) - s x`` can reach its extremes on ``[l, u]`` (the interval ends,
+the step corners at the first and last integer, and the left limits there), so
+the lines are valid for the real function by construction.
+
+Rounding guard: ``floor`` jumps, so an input a rounding error away from an
+integer can change the output by one. The input interval is therefore widened by
+``FLOOR_SLACK * (1 + max|x|)`` on both sides before anything is computed (the
+interval :func:`floor_interval` and the lines alike), and the lines are shifted
+so that they bound ``floor(x')`` for every ``x'`` within the slack of ``x``.
+This covers the float32 evaluation of the floor's input in the model and the
+rounding of its bounds.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from genbab.bounds.relax import register
+from genbab.bounds.relax._lines import margin
+from genbab.bounds.relax.base import Relaxation, UnaryFamily
+
+__all__ = ["FLOOR", "FLOOR_SLACK", "floor_interval", "relax_floor"]
+
+FLOOR_SLACK = 2.0**-20
+"""Relative widening of a floor's input interval (about 8 float32 ulps)."""
+
+
+def _slack(lower: Tensor, upper: Tensor) -> Tensor:
+    return FLOOR_SLACK * (1 + torch.maximum(lower.abs(), upper.abs()))
+
+
+def floor_interval(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """Output interval of ``floor`` on ``[lower, upper]``, widened by the slack.
+
+    Args:
+        lower: Lower input bounds, any shape.
+        upper: Upper input bounds, same shape.
+
+    Returns:
+        ``(floor(lower - slack), floor(upper + slack))``.
+    """
+    d = _slack(lower, upper)
+    return torch.floor(lower - d), torch.floor(upper + d)
+
+
+def _upper_bias(s: Tensor, lo: Tensor, fl: Tensor, fu: Tensor) -> Tensor:
+    """Least ``b`` with ``floor(x) <= s x + b`` on ``[lo, u]`` (``s >= 0``).
+
+    ``floor(x) - s x`` falls within each step, so its maximum is at ``lo`` or at
+    an integer ``n`` in ``(lo, u]``, where it is ``n (1 - s)``: linear in ``n``,
+    so the first (``fl + 1``) or the last (``fu``) integer. With one step there
+    is no integer, and ``fl + 1 > fu`` is excluded.
+    """
+    steps = fu > fl
+    first = torch.where(steps, (fl + 1) * (1 - s), -torch.inf)
+    last = torch.where(steps, fu * (1 - s), -torch.inf)
+    return torch.maximum(fl - s * lo, torch.maximum(first, last))
+
+
+def _lower_bias(s: Tensor, up: Tensor, fl: Tensor, fu: Tensor) -> Tensor:
+    """Greatest ``b`` with ``floor(x) >= s x + b`` on ``[l, up]`` (``s >= 0``).
+
+    Within each step the infimum of ``floor(x) - s x`` is at its right end: ``up``
+    itself or the left limit ``(n - 1) - s n`` at an integer ``n`` in ``(l, up]``.
+    """
+    steps = fu > fl
+    first = torch.where(steps, fl - s * (fl + 1), torch.inf)
+    last = torch.where(steps, (fu - 1) - s * fu, torch.inf)
+    return torch.minimum(fu - s * up, torch.minimum(first, last))
+
+
+def relax_floor(
+    lower: Tensor, upper: Tensor, params: Tensor | None = None
+) -> Relaxation:
+    """Lines below and above ``floor`` on ``[lower, upper]`` (see module docs).
+
+    Args:
+        lower: Lower input bounds, broadcastable with ``upper``.
+        upper: Upper input bounds.
+        params: Unused (the relaxation has no parameters); accepted for the
+            :class:`~genbab.bounds.relax.base.UnaryFamily` interface.
+
+    Returns:
+        Lines ``L, U`` with ``L(x) <= floor(x') <= U(x)`` for ``x`` in
+        ``[lower, upper]`` and ``|x' - x| <= slack``.
+    """
+    lower, upper = torch.broadcast_tensors(lower, upper)
+    d = _slack(lower, upper)
+    lo, up = lower - d, upper + d
+    fl, fu = torch.floor(lo), torch.floor(up)
+    mid = (lo + up) / 2
+    one, zero = torch.ones_like(lo), torch.zeros_like(lo)
+    on_first = mid < fl + 1
+    on_last = mid > fu
+
+    # Slopes: the hulls' supporting lines at the middle (0 on a single step).
+    up_chord = 1 / (fl + 1 - lo)
+    s_up = torch.where(on_first, up_chord, torch.where(on_last, zero, one))
+    low_chord = 1 / torch.where(on_last, up - fu, one)
+    s_low = torch.where(on_first, zero, torch.where(on_last, low_chord, one))
+    single = fu == fl
+    s_up, s_low = torch.where(single, zero, s_up), torch.where(single, zero, s_low)
+
+    # Biases from the extreme points, the lines shifted by the slack (so that
+    # floor(x +- d) is bounded for x in [lower, upper]) and a rounding margin.
+    b_up = _upper_bias(s_up, lo, fl, fu) + s_up * d
+    b_low = _lower_bias(s_low, up, fl, fu) - s_low * d
+    reach = torch.maximum(lo.abs(), up.abs())
+    b_up = b_up + margin(b_up.abs() + 2 * s_up * reach)
+    b_low = b_low - margin(b_low.abs() + 2 * s_low * reach)
+    return Relaxation(s_low, b_low, s_up, b_up)
+
+
+def _no_params(lower: Tensor, upper: Tensor) -> Tensor:
+    return lower.new_zeros(0, *lower.shape)
+
+
+FLOOR = register(UnaryFamily("floor", torch.floor, relax_floor, 0, _no_params))
+"""The ``floor`` family (no optimizable parameters)."""
