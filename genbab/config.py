@@ -71,6 +71,21 @@ class BabConfig:
 
 
 @dataclass(frozen=True)
+class InputSplitConfig:
+    """Branch-and-bound over the input box, for models with few inputs."""
+
+    mode: str = "auto"  # auto | always | never
+    max_inputs: int = 12  # auto: split inputs when the model has at most this many
+    batch_size: int = 1024  # boxes bounded together
+    method: str = "crown"  # crown | alpha-crown, on each round's boxes
+    alpha_iterations: int = 5
+    alpha_lr: float = 0.1
+    heuristic: str = "smart"  # smart | widest
+    max_domains: int = 5_000_000
+    max_split_dims: int = 3  # dimensions halved at once while the pool is small
+
+
+@dataclass(frozen=True)
 class Config:
     """All options of one run."""
 
@@ -78,6 +93,7 @@ class Config:
     attack: AttackConfig = field(default_factory=AttackConfig)
     bounds: BoundsConfig = field(default_factory=BoundsConfig)
     bab: BabConfig = field(default_factory=BabConfig)
+    input_split: InputSplitConfig = field(default_factory=InputSplitConfig)
 
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -86,6 +102,9 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("bounds", "intermediate"): ("interval", "crown"),
     ("bab", "heuristic"): ("bbps", "babsr", "widest"),
     ("bab", "branching_point"): ("table", "midpoint"),
+    ("input_split", "mode"): ("auto", "always", "never"),
+    ("input_split", "method"): ("crown", "alpha-crown"),
+    ("input_split", "heuristic"): ("smart", "widest"),
 }
 
 

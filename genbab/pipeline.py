@@ -13,13 +13,14 @@ import time
 import numpy as np
 import torch
 
+from genbab.bab.input_split import InputSplitOptions, input_split_bab
 from genbab.bab.loop import run_bab
 from genbab.bounds import Box, Engine, bound_objective, build_objective
-from genbab.config import Config
+from genbab.config import Config, InputSplitConfig
 from genbab.errors import GenbabError
 from genbab.model import load_model
 from genbab.model.graph import Graph
-from genbab.result import Result, Verdict
+from genbab.result import Counterexample, Result, Verdict
 from genbab.spec import Property, read_vnnlib
 
 logger = logging.getLogger(__name__)
@@ -120,8 +121,10 @@ def _run(
         if clock.expired():
             return Verdict.TIMEOUT, "time limit reached during the attack", None
 
-    # 2. Prove every case with bounds.
+    # 2. Prove every case with bounds (and branch and bound).
     engine = Engine(graph.to(device, dtype), dtype, device)
+    if _splits_inputs(graph, config.input_split):
+        return _run_input_split(engine, graph, prop, config, clock, stats)
     t0 = time.monotonic()
     proven, worst = _prove_cases(engine, prop, config, clock, stats)
     stats["bounds_seconds"] = time.monotonic() - t0
@@ -141,8 +144,79 @@ def _run(
     )
 
 
+def _splits_inputs(graph: Graph, options: InputSplitConfig) -> bool:
+    """Whether to branch on the input box rather than on nonlinear nodes."""
+    if options.mode == "auto":
+        return graph.num_inputs <= options.max_inputs
+    return options.mode == "always"
+
+
+def _run_input_split(
+    engine: Engine,
+    graph: Graph,
+    prop: Property,
+    config: Config,
+    clock: _Clock,
+    stats: dict,
+):
+    """Bound every case; split the input boxes of those left open."""
+    t0 = time.monotonic()
+    proven, worst = _prove_cases(engine, prop, config, clock, stats, use_bab=False)
+    stats["bounds_seconds"] = time.monotonic() - t0
+    stats["bounds_method"] = config.bounds.method
+    stats["worst_margin"] = worst
+    stats["cases"] = len(prop.cases)
+    open_cases = [i for i, done in enumerate(proven) if not done]
+    if not open_cases:
+        return Verdict.UNSAT, f"proven by {config.bounds.method}", None
+    if clock.expired():
+        return Verdict.TIMEOUT, "time limit reached", None
+
+    from genbab.attack import make_validator
+
+    replay = make_validator(graph, prop, config.attack)
+    found: list[Counterexample] = []
+
+    def validate(index: int, x: np.ndarray) -> bool:
+        cex = replay(x, open_cases[index])
+        if cex is not None:
+            found.append(cex)
+        return cex is not None
+
+    split = config.input_split
+    options = InputSplitOptions(
+        batch_size=split.batch_size,
+        method=split.method,
+        alpha_iterations=split.alpha_iterations,
+        alpha_lr=split.alpha_lr,
+        heuristic=split.heuristic,
+        max_domains=split.max_domains,
+        max_split_dims=split.max_split_dims,
+    )
+    result = input_split_bab(
+        engine,
+        [prop.cases[i] for i in open_cases],
+        options,
+        deadline=clock.deadline,
+        validate=validate,
+    )
+    stats.update(result.stats())
+    if result.verdict == "sat":
+        return Verdict.SAT, "counterexample found by input splitting", found[-1]
+    if result.verdict == "unsat":
+        return Verdict.UNSAT, "proven by input splitting", None
+    if clock.expired():
+        return Verdict.TIMEOUT, "time limit reached during input splitting", None
+    return Verdict.UNKNOWN, f"input splitting stopped: {result.reason}", None
+
+
 def _prove_cases(
-    engine: Engine, prop: Property, config: Config, clock: _Clock, stats: dict
+    engine: Engine,
+    prop: Property,
+    config: Config,
+    clock: _Clock,
+    stats: dict,
+    use_bab: bool = True,
 ) -> tuple[list[bool], float]:
     """Bound every case; return which are proven and the worst clause margin."""
     dtype, device = engine.dtype, engine.device
@@ -163,7 +237,7 @@ def _prove_cases(
         )
         margins = objective.clause_margins(lower)
         done = (margins > 0).all(-1)
-        if config.bab.enabled and not done.all() and not clock.expired():
+        if use_bab and config.bab.enabled and not done.all() and not clock.expired():
             result = run_bab(
                 engine,
                 box,

@@ -17,6 +17,7 @@ import pytest
 import torch
 from onnx_builders import SHARED, mlp, random_mlp
 
+import genbab
 from genbab.attack import check_counterexample
 from genbab.bab.input_split import (
     InputSplitOptions,
@@ -27,6 +28,7 @@ from genbab.bab.input_split import (
     input_split_bab,
 )
 from genbab.bounds import Engine, build_objective
+from genbab.config import load_config
 from genbab.errors import ConfigError
 from genbab.model import load_model
 from genbab.spec import Case, Clause, Property, read_vnnlib
@@ -311,3 +313,16 @@ def test_acasxu_sat_instance_never_unsat():
     if result.verdict == "candidate":
         cex = check_counterexample(path, spec, result.point, case=result.case)
         assert cex is not None
+
+
+@pytest.mark.skipif(not ACASXU.is_dir(), reason="shared benchmarks missing")
+def test_verify_splits_inputs_of_small_models():
+    net = ACASXU / "onnx" / "ACASXU_run2a_1_1_batch_2000.onnx.gz"
+    prop = ACASXU / "vnnlib" / "prop_4.vnnlib.gz"  # known unsat
+    result = genbab.verify(net, prop, timeout=60)
+    assert result.verdict == genbab.Verdict.UNSAT
+    assert result.stats["input_split_domains"] > 1
+    off = load_config(None, ["input_split.mode=never", "bab.enabled=false"])
+    result = genbab.verify(net, prop, timeout=60, config=off)
+    assert result.verdict == genbab.Verdict.UNKNOWN
+    assert "input_split_domains" not in result.stats

@@ -158,7 +158,7 @@ def pgd_attack(
     started = time.monotonic()
     spec = _SpecTensors.build(prop, device, dtype)
     model = graph.to(device, dtype)
-    validate = _make_validator(graph, prop, config)
+    validate = make_validator(graph, prop, config)
     generator = torch.Generator(device=device).manual_seed(seed)
 
     num_cases = len(prop.cases)
@@ -313,8 +313,13 @@ def _check_hits(
     return None
 
 
-def _make_validator(graph: Graph, prop: Property, config: AttackConfig) -> Validator:
-    """The replay used on candidates: onnxruntime, or the graph in float64."""
+def make_validator(graph: Graph, prop: Property, config: AttackConfig) -> Validator:
+    """The replay used on candidates: onnxruntime, or the graph in float64.
+
+    Returns:
+        ``validate(x, case)``: the counterexample when the flat float64 ``x``
+        (clipped into the case's box) violates case ``case`` on replay, else None.
+    """
     evaluate: Callable[[np.ndarray], np.ndarray]
     if config.check_onnxruntime and graph.source:
         runtime = OnnxRuntimeModel(graph.source)
