@@ -72,7 +72,8 @@ def verify(
         prop = read_vnnlib(property_path, graph.num_inputs, graph.num_outputs)
         verdict, message, cex = _run(graph, prop, str(model_path), config, clock, stats)
     except GenbabError as exc:
-        logger.error("%s", exc)
+        # The caller reports the message (the CLI prints it once).
+        logger.debug("verify failed: %s", exc)
         return Result(Verdict.ERROR, clock.elapsed(), message=str(exc), stats=stats)
     return Result(verdict, clock.elapsed(), cex, message, stats)
 
