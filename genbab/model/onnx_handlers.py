@@ -41,6 +41,7 @@ from genbab.model.ops import (
     Unary,
     WeightedSum,
 )
+from genbab.model.recurrent import lstm
 from genbab.model.resize import nearest_indices
 
 if TYPE_CHECKING:
@@ -617,5 +618,6 @@ HANDLERS: dict[str, Handler] = {
     "Pad": _pad,
     "Upsample": _resize,
     "Resize": _resize,
+    "LSTM": lstm,
 }
 """ONNX operator type to handler, for nodes with variable inputs."""
