@@ -10,7 +10,7 @@ scores. Running ``python scripts/train_lstm_models.py`` from the repository root
   operator (written node by node with ``onnx.helper``): ``input [1, steps,
   features] -> Transpose -> LSTM -> Y_h -> Reshape -> Gemm -> output [1, 10]``.
   *unrolled* models are what ``torch.onnx.export`` writes for an LSTM coded as
-  explicit cell steps: per step ``Gather`` of the input row, ``MatMul`` and
+  explicit cell steps: per step ``Gather`` of the input row, ``Gemm`` and
   ``Add`` for the gates, ``Slice`` (from ``chunk``), ``Sigmoid``, ``Tanh`` and
   ``Mul``. Each is checked against the torch model with onnxruntime on the whole
   test split.
@@ -45,6 +45,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import Tensor, nn
 
@@ -148,11 +149,8 @@ class UnrolledLstm(nn.Module):
         h = x.new_zeros(x.shape[0], lstm.hidden_size)
         c = x.new_zeros(x.shape[0], lstm.hidden_size)
         for t in range(self.model.steps):
-            gates = (
-                x[:, t] @ lstm.weight_ih_l0.T
-                + lstm.bias_ih_l0
-                + h @ lstm.weight_hh_l0.T
-                + lstm.bias_hh_l0
+            gates = F.linear(x[:, t], lstm.weight_ih_l0, lstm.bias_ih_l0) + F.linear(
+                h, lstm.weight_hh_l0, lstm.bias_hh_l0
             )
             i, f, g, o = gates.chunk(4, dim=1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -195,6 +193,40 @@ def onnx_gate_order(t: np.ndarray) -> np.ndarray:
     """
     blocks = np.split(t, 4)
     return np.concatenate([blocks[k] for k in ONNX_FROM_TORCH_GATES])
+
+
+def classifier_from_onnx(spec: LstmSpec, onnx_model: onnx.ModelProto) -> LstmClassifier:
+    """The :class:`LstmClassifier` whose weights are those of an exported model.
+
+    Args:
+        spec: The model's architecture.
+        onnx_model: Its export by :func:`export` (either form).
+
+    Returns:
+        The torch model in eval mode.
+    """
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx_model.graph.initializer}
+    torch_order = [ONNX_FROM_TORCH_GATES.index(k) for k in range(4)]
+
+    def from_onnx(t: np.ndarray) -> np.ndarray:
+        blocks = np.split(t, 4)
+        return np.concatenate([blocks[k] for k in torch_order])
+
+    if spec.form == "operator":
+        b_ih, b_hh = np.split(inits["lstm.B"][0], 2)
+        state = {
+            "lstm.weight_ih_l0": from_onnx(inits["lstm.W"][0]),
+            "lstm.weight_hh_l0": from_onnx(inits["lstm.R"][0]),
+            "lstm.bias_ih_l0": from_onnx(b_ih),
+            "lstm.bias_hh_l0": from_onnx(b_hh),
+            "fc.weight": inits["fc.weight"],
+            "fc.bias": inits["fc.bias"],
+        }
+    else:
+        state = {k.removeprefix("model."): v for k, v in inits.items()}
+    model = LstmClassifier(spec.steps, spec.features, spec.hidden)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
+    return model.eval()
 
 
 def lstm_operator_onnx(model: LstmClassifier, name: str) -> onnx.ModelProto:

@@ -162,7 +162,10 @@ def _check_sequence_lens(
 def _activations(node: OnnxNode, count: int) -> list[tuple[str, str, str]]:
     """The activations ``(f, g, h)`` of each direction, as genbab function names."""
     given = node.attr("activations")
-    names = tuple(given) if given is not None else _DEFAULT_ACTIVATIONS * count
+    if given is None:
+        names = _DEFAULT_ACTIVATIONS * count
+    else:
+        names = tuple(a.decode() if isinstance(a, bytes) else str(a) for a in given)
     if len(names) != 3 * count:
         raise node.unsupported(
             f"attribute 'activations' has {len(names)} entries, expected {3 * count}"
