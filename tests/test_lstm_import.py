@@ -235,13 +235,24 @@ UNSUPPORTED = {
     "activation count": ({"activations": ["Sigmoid", "Tanh"]}, None, "2 entries"),
     "sequence_lens": ({}, {4: np.array([2], np.int32)}, "'sequence_lens'"),
     "peepholes": ({}, {7: np.ones((1, 9), np.float32)}, "'P'"),
+    "hidden_size": (None, None, "'hidden_size' is missing"),
 }
+
+
+def _without_hidden_size(model: onnx.ModelProto) -> onnx.ModelProto:
+    (node,) = [n for n in model.graph.node if n.op_type == "LSTM"]
+    kept = [a for a in node.attribute if a.name != "hidden_size"]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    return model
 
 
 @pytest.mark.parametrize("case", sorted(UNSUPPORTED))
 def test_unsupported_attribute_is_named(tmp_path: Path, case: str) -> None:
     attrs, extra, needle = UNSUPPORTED[case]
-    model = lstm_model(3, 3, extra_inputs=extra, **attrs)
+    model = lstm_model(3, 3, extra_inputs=extra, **(attrs or {}))
+    if attrs is None:
+        model = _without_hidden_size(model)
     path = _save(model, tmp_path, check=False)
     with pytest.raises(UnsupportedOperatorError) as info:
         load_model(path)

@@ -177,7 +177,9 @@ def _activations(node: OnnxNode, count: int) -> list[tuple[str, str, str]]:
     return [(funcs[3 * d], funcs[3 * d + 1], funcs[3 * d + 2]) for d in range(count)]
 
 
-def _constant(node: OnnxNode, v: Value | None, what: str, shape: tuple) -> np.ndarray:
+def _constant(
+    node: OnnxNode, v: Value | None, what: str, shape: tuple[int, ...]
+) -> np.ndarray:
     if isinstance(v, Var):
         raise node.unsupported(f"input '{what}' depends on the graph input")
     if v is None:
@@ -193,11 +195,13 @@ def _read_directions(
     """Weights, biases, activations and initial states of each direction."""
     reverse = _DIRECTIONS[node.attr("direction", "forward")]
     nd = len(reverse)
-    hidden = node.attr("hidden_size")
     w_in = args[1]
-    if hidden is None or isinstance(w_in, Var) or w_in is None or w_in.ndim != 3:
-        raise node.unsupported("attribute 'hidden_size' or input 'W' is missing")
+    if isinstance(w_in, Var) or w_in is None or w_in.ndim != 3:
+        raise node.unsupported("input 'W' is not a constant of rank 3")
     n_in = w_in.shape[2]
+    hidden = node.attr("hidden_size")
+    if hidden is None:  # onnxruntime requires it too
+        raise node.unsupported("attribute 'hidden_size' is missing")
     w = _constant(node, w_in, "W", (nd, 4 * hidden, n_in))
     r = _constant(node, args[2], "R", (nd, 4 * hidden, hidden))
     b = np.zeros((nd, 8 * hidden))
@@ -209,16 +213,9 @@ def _read_directions(
     state_shape = (nd, batch, hidden)
     h0 = [_state(cv, node, args[5], "initial_h", state_shape, d) for d in range(nd)]
     c0 = [_state(cv, node, args[6], "initial_c", state_shape, d) for d in range(nd)]
+    bias = b[:, : 4 * hidden] + b[:, 4 * hidden :]
     return [
-        _Direction(
-            w[d],
-            r[d],
-            b[d, : 4 * hidden] + b[d, 4 * hidden :],
-            reverse[d],
-            acts[d],
-            h0[d],
-            c0[d],
-        )  # fmt: skip
+        _Direction(w[d], r[d], bias[d], reverse[d], acts[d], h0[d], c0[d])
         for d in range(nd)
     ]
 
