@@ -1,4 +1,4 @@
-"""Soundness and exactness of the ReLU / LeakyReLU relaxations."""
+"""Soundness and exactness of the ReLU / LeakyReLU / Abs relaxations."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ FAMILIES = {
     "leaky_relu(0.2)": leaky_relu_family(0.2),
     "leaky_relu(2.0)": leaky_relu_family(2.0),
     "leaky_relu(-0.5)": leaky_relu_family(-0.5),
+    "abs": UNARY_FAMILIES["abs"],
 }
 
 
@@ -76,6 +77,16 @@ def test_leaky_relu_hand_computed() -> None:
     # Lower slope s + p (1 - s), p clamped into [0, 1].
     assert torch.allclose(rel.lower_slope, t(0.1, 0.55, 1.0, 1.0, 0.1))
     assert torch.equal(rel.lower_bias, torch.zeros(5, dtype=torch.float64))
+
+
+def test_abs_hand_computed() -> None:
+    rel = UNARY_FAMILIES["abs"].relax(t(-1.0, -3.0, 2.0), t(3.0, 1.0, 5.0), None)
+    # Chord from (l, |l|) to (u, u): slope (u + l) / (u - l), bias -2 u l / (u - l).
+    assert torch.allclose(rel.upper_slope, t(0.5, -0.5, 1.0))
+    assert torch.allclose(rel.upper_bias, t(1.5, 1.5, 0.0))
+    # Lower: slope 1 where u > -l, else -1, through the origin; exact if l >= 0.
+    assert torch.equal(rel.lower_slope, t(1.0, -1.0, 1.0))
+    assert torch.equal(rel.lower_bias, t(0.0, 0.0, 0.0))
 
 
 def test_concave_leaky_relu_swaps_roles() -> None:

@@ -1,4 +1,4 @@
-"""Soundness, tightness and exact values of the sigmoid / tanh / atan relaxations."""
+"""Soundness, tightness and exact values of the sigmoid/tanh/atan/erf relaxations."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from scipy.optimize import brentq
 
 from genbab.bounds.relax import UNARY_FAMILIES
 from genbab.bounds.relax.base import interpolate
-from genbab.bounds.relax.s_shaped import ATAN, SIGMOID, TANH, SShaped
+from genbab.bounds.relax.s_shaped import ATAN, ERF, SIGMOID, TANH, SShaped
 
 DTYPES = [torch.float32, torch.float64]
-SPECS = {"sigmoid": SIGMOID, "tanh": TANH, "atan": ATAN}
+SPECS = {"sigmoid": SIGMOID, "tanh": TANH, "atan": ATAN, "erf": ERF}
 
 
 def _np_sigmoid(x: float) -> float:
@@ -28,6 +28,7 @@ NUMPY_FNS = {
     "sigmoid": (_np_sigmoid, lambda x: _np_sigmoid(x) * _np_sigmoid(-x)),
     "tanh": (math.tanh, lambda x: 1 / math.cosh(min(abs(x), 300.0)) ** 2),
     "atan": (math.atan, lambda x: 1 / (1 + x * x)),
+    "erf": (math.erf, lambda x: 2 / math.sqrt(math.pi) * math.exp(-x * x)),
 }
 
 

@@ -20,11 +20,17 @@ bias is ``sum a+ lower_bias + a- upper_bias``.
 The rule here is a sound fallback: the exact interval from the input interval,
 and constant lines.
 
-:class:`SoftmaxReciprocal` is the last node of that rewrite, ``1 / d`` of a
-denominator ``d = 1 + sum exp(..) >= 1``. Its rule clips ``d``'s bounds below at
-1, and its interval tolerates ``d``'s upper bound overflowing to infinity (the
-first interval pass over a wide box), giving 0: so interval bounds of later
-nodes stay finite until CROWN tightens the exp inputs.
+:class:`SoftmaxDenominator` and :class:`SoftmaxReciprocal` end that rewrite:
+``d = 1 + sum_j exp(z_j)`` of the logit differences ``z`` and ``1 / d``. The
+denominator is one node (exp relaxation per term, exact sum) rather than an exp
+node and a linear sum, for two reasons: an exp bound that overflows to infinity
+(the first interval pass over a wide box, before CROWN tightens ``z``) makes the
+engine's centre-radius interval of a linear sum NaN, while this node's interval
+adds the ends directly (``d <= inf``); and CROWN bounds of separate exp outputs
+would cost as much as those of ``z`` and could not be tighter than the exact
+interval of ``exp`` on ``z``'s bounds. The reciprocal's rule clips ``d``'s bounds
+below at 1, and its interval maps ``d <= inf`` to ``1 / d >= 0``: so interval
+bounds of later nodes stay finite.
 """
 
 from __future__ import annotations
@@ -36,13 +42,16 @@ import torch
 from torch import Tensor
 
 from genbab.bounds.box import sum_to_shape
+from genbab.bounds.nonlinear import check_bounds
+from genbab.bounds.relax import UNARY_FAMILIES
 from genbab.bounds.relax._lines import margin
 from genbab.bounds.relax.bivariate import init_mul_params, relax_mul
 from genbab.bounds.rules import RULES, Interval, NodeRule, register_rule
 from genbab.model.graph import Node
-from genbab.model.ops import BilinearMatMul, Softmax, Unary
+from genbab.model.ops import BilinearMatMul, Op, Softmax, Unary
 
 __all__ = [
+    "SoftmaxDenominator",
     "SoftmaxReciprocal",
     "INTERVAL_CORNER_LIMIT",
     "MATMUL_PARAM_LIMIT",
@@ -135,6 +144,7 @@ def matmul_interval(
 
 
 def _matmul_interval(node: Node, ins: list[Interval]) -> Interval:
+    check_bounds(node, *ins[0], *ins[1])
     (xl, xu), (yl, yu), out2 = _as_matrices(ins, _in_shapes(ins))
     lo, hi = matmul_interval(xl, xu, yl, yu)
     B = lo.shape[0]
@@ -152,6 +162,7 @@ def _matmul_backward(
     in_shapes: list[tuple[int, ...]],
 ) -> tuple[list[Tensor], Tensor]:
     """One CROWN step through ``x @ y`` (see the module docs)."""
+    check_bounds(node, *ins[0], *ins[1])
     (xl, xu), (yl, yu), out2 = _as_matrices(ins, in_shapes)
     B, S = a.shape[:2]
     a = a.reshape(B, S, *out2)
@@ -260,6 +271,7 @@ def _softmax_interval(node: Node, ins: list[Interval]) -> Interval:
     op = node.op
     assert isinstance(op, Softmax)
     lo, hi = ins[0]
+    check_bounds(node, lo, hi)
     return softmax_interval(lo, hi, op.axis + 1)
 
 
@@ -281,6 +293,83 @@ def _softmax_backward(
     return [torch.zeros_like(a)], bias.flatten(2).sum(-1)
 
 
+# ---------------------------------------------------------------- denominator
+
+
+class SoftmaxDenominator(Op):
+    """``1 + sum(exp(z), axis)`` of the differences ``z`` (see module docs).
+
+    Attributes:
+        axis: The summed axis of one sample's ``z`` (non-negative).
+    """
+
+    op_type = "SoftmaxDenominator"
+
+    def __init__(self, axis: int) -> None:
+        self.axis = axis
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        (z,) = xs
+        return 1 + torch.exp(z).sum(self.axis)
+
+
+def _denominator_axis(node: Node) -> int:
+    op = node.op
+    assert isinstance(op, SoftmaxDenominator)
+    return op.axis
+
+
+def denominator_interval(lower: Tensor, upper: Tensor, axis: int) -> Interval:
+    """Interval of ``1 + sum(exp(z), axis)`` for ``z`` in ``[lower, upper]``.
+
+    Exact up to rounding (``exp`` is increasing and the terms are positive);
+    an upper end that overflows is ``inf``, never NaN.
+
+    Args:
+        lower: ``[B, *shape]`` lower bounds of ``z``.
+        upper: Same shape.
+        axis: The summed axis, counting the leading dim.
+
+    Returns:
+        ``(lower, upper)`` with ``axis`` removed; the lower end is at least 1.
+    """
+    n = lower.shape[axis]
+    # exp, a sum of n positive terms and the final + 1: under (n + 4) eps.
+    eps = (n + 4) * torch.finfo(lower.dtype).eps
+    out_lo = (1 + torch.exp(lower).sum(axis)) * (1 - eps)
+    out_hi = (1 + torch.exp(upper).sum(axis)) * (1 + eps)
+    return out_lo.clamp(min=1.0), out_hi
+
+
+def _denominator_interval(node: Node, ins: list[Interval]) -> Interval:
+    lo, hi = ins[0]
+    return denominator_interval(lo, hi, _denominator_axis(node) + 1)
+
+
+def _denominator_backward(
+    node: Node,
+    a: Tensor,
+    ins: list[Interval],
+    params: Tensor | None,
+    in_shapes: list[tuple[int, ...]],
+) -> tuple[list[Tensor], Tensor]:
+    """The sum is exact; each ``exp`` term uses the exp relaxation (1 parameter)."""
+    lo, hi = ins[0]
+    axis = _denominator_axis(node) + 2  # in [B, S, *shape]
+    check_bounds(node, lo, hi)
+    rel = UNARY_FAMILIES["exp"].relax(lo.unsqueeze(1), hi.unsqueeze(1), params)
+    c = a.unsqueeze(axis).expand(*a.shape[:2], *in_shapes[0])
+    pos, neg = c.clamp(min=0), c.clamp(max=0)
+    coef = pos * rel.lower_slope + neg * rel.upper_slope
+    bias = (pos * rel.lower_bias + neg * rel.upper_bias).flatten(2).sum(-1)
+    return [coef], bias + a.flatten(2).sum(-1)
+
+
+def _denominator_init(node: Node, ins: list[Interval]) -> Tensor:
+    """The exp tangent-point fractions, ``[1, B, *shape of z]``."""
+    return UNARY_FAMILIES["exp"].init_params(*ins[0])
+
+
 # ---------------------------------------------------------------- reciprocal
 
 
@@ -298,6 +387,9 @@ def _denominator(ins: list[Interval]) -> list[Interval]:
 
 
 def _reciprocal_interval(node: Node, ins: list[Interval]) -> Interval:
+    """``[1 / hi, 1 / lo]``; ``hi = inf`` is allowed (gives 0), NaN is not."""
+    lo, hi = ins[0]
+    check_bounds(node, lo, torch.where(hi == torch.inf, lo, hi))
     ((lo, hi),) = _denominator(ins)
     return torch.reciprocal(hi), torch.reciprocal(lo)
 
@@ -316,6 +408,10 @@ def _reciprocal_init(node: Node, ins: list[Interval]) -> Tensor | None:
     return RULES[Unary].init_params(node, _denominator(ins))
 
 
+register_rule(
+    SoftmaxDenominator,
+    NodeRule(_denominator_interval, _denominator_backward, _denominator_init),
+)
 register_rule(
     SoftmaxReciprocal,
     NodeRule(_reciprocal_interval, _reciprocal_backward, _reciprocal_init),

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from genbab.bounds.box import broadcast_batch, sum_to_shape
+from genbab.bounds.piecewise import floor_interval
 from genbab.bounds.relax import UNARY_FAMILIES, Relaxation, UnaryFamily
 from genbab.bounds.relax.bivariate import init_mul_params, relax_mul
 from genbab.bounds.rules import Interval, NodeRule, register_rule
@@ -48,12 +49,31 @@ def unary_family(node: Node) -> UnaryFamily:
     return family
 
 
+def check_bounds(node: Node, *bounds: Tensor) -> None:
+    """Raise :class:`BoundsError` naming ``node`` if any input bound is not finite.
+
+    Args:
+        node: The node whose input bounds these are.
+        bounds: Lower and upper bound tensors of its inputs, any shapes.
+    """
+    for t in bounds:
+        if not torch.isfinite(t).all():
+            what = "NaN" if torch.isnan(t).any() else "infinite"
+            raise BoundsError(
+                f"input bounds of node '{node.name}' ({_describe(node)}) are "
+                f"{what}; the input box may be too wide for this model"
+            )
+
+
+def _describe(node: Node) -> str:
+    op = node.op
+    return op.func if isinstance(op, Unary) else op.op_type
+
+
 def check_domain(node: Node, family: UnaryFamily, lower: Tensor, upper: Tensor) -> None:
-    """Raise :class:`BoundsError` if the input bounds leave the function's domain."""
-    if not (torch.isfinite(lower).all() and torch.isfinite(upper).all()):
-        raise BoundsError(
-            f"input bounds of node '{node.name}' ({family.name}) are infinite or NaN"
-        )
+    """Raise :class:`BoundsError` if the input bounds are not finite or leave the
+    function's domain."""
+    check_bounds(node, lower, upper)
     lo, hi = family.domain
     if (lower < lo).any() or (upper > hi).any():
         worst = lower.min().item()
@@ -85,13 +105,12 @@ def unary_interval(node: Node, lower: Tensor, upper: Tensor) -> tuple[Tensor, Te
     op = node.op
     assert isinstance(op, Unary)
     f = op.forward
+    check_domain(node, unary_family(node), lower, upper)
+    if op.func == "floor":
+        return floor_interval(lower, upper)
     if op.func in INCREASING or (op.func == "pow" and _is_odd_integer(op.param)):
-        family_domain = unary_family(node).domain if op.func != "floor" else None
-        if family_domain is not None:
-            check_domain(node, unary_family(node), lower, upper)
         return f(lower), f(upper)
     if op.func == "reciprocal":
-        check_domain(node, unary_family(node), lower, upper)
         return f(upper), f(lower)
     if op.func == "abs" or (op.func == "pow" and _is_even_integer(op.param)):
         lo_mag = torch.where(
@@ -152,11 +171,13 @@ def _unary_init(node: Node, ins: list[Interval]) -> Tensor | None:
 
 def _mul_interval(node: Node, ins: list[Interval]) -> Interval:
     (xl, xu), (yl, yu) = ins
+    check_bounds(node, xl, xu, yl, yu)
     return mul_interval(xl, xu, yl, yu)
 
 
 def _mul_backward(node, a, ins, params, in_shapes):
     (xl, xu), (yl, yu) = ins
+    check_bounds(node, xl, xu, yl, yu)
     xl, xu, yl, yu = (
         t.unsqueeze(1) for t in broadcast_batch(node.shape, xl, xu, yl, yu)
     )

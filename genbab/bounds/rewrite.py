@@ -13,15 +13,13 @@ import logging
 
 import torch
 
-from genbab.bounds.attention import SoftmaxReciprocal
+from genbab.bounds.attention import SoftmaxDenominator, SoftmaxReciprocal
 from genbab.model.graph import Graph, Node
 from genbab.model.ops import (
     Gather,
-    Reduce,
     Reshape,
     ScaleShift,
     Softmax,
-    Unary,
     WeightedSum,
 )
 
@@ -45,7 +43,7 @@ def prepare_for_bounds(graph: Graph) -> Graph:
 
 
 def decompose_softmax(graph: Graph) -> Graph:
-    """Replace every :class:`Softmax` node by exp, sum and reciprocal nodes.
+    """Replace every :class:`Softmax` node by differences, exp-sum and reciprocal.
 
     Uses ``softmax_i = 1 / (1 + sum_{j != i} exp(x_j - x_i))``: every exp
     argument is a difference (numerically safe, and bounded by CROWN as one
@@ -105,12 +103,9 @@ def softmax_nodes(node: Node, in_shape: tuple[int, ...]) -> list[Node]:
     nodes.append(make("self", Reshape(column), [x], column))
     diff = WeightedSum((1.0, -1.0))
     nodes.append(make("diff", diff, [nodes[0].name, nodes[1].name], pair))
-    nodes.append(make("exp", Unary("exp"), [nodes[2].name], pair))
-    total = Reduce((axis + 1,), keepdims=False, mean=False)
-    nodes.append(make("sum", total, [nodes[3].name], in_shape))
-    plus_one = ScaleShift(None, torch.ones(()))
-    nodes.append(make("denominator", plus_one, [nodes[4].name], in_shape))
-    nodes.append(make("", SoftmaxReciprocal(), [nodes[5].name], in_shape))
+    denominator = SoftmaxDenominator(axis + 1)
+    nodes.append(make("denominator", denominator, [nodes[2].name], in_shape))
+    nodes.append(make("", SoftmaxReciprocal(), [nodes[3].name], in_shape))
     return nodes
 
 

@@ -1,4 +1,4 @@
-"""Relaxations of ReLU and LeakyReLU (piecewise linear with a kink at 0).
+"""Relaxations of ReLU, LeakyReLU and Abs (piecewise linear with a kink at 0).
 
 For ``f(x) = x`` (x >= 0), ``s * x`` (x < 0) with negative slope ``s``:
 
@@ -28,7 +28,7 @@ from torch import Tensor
 from genbab.bounds.relax import register
 from genbab.bounds.relax.base import Relaxation, UnaryFamily, clamp01
 
-__all__ = ["leaky_relu_family", "relax_leaky_relu", "relax_relu"]
+__all__ = ["ABS", "leaky_relu_family", "relax_leaky_relu", "relax_relu"]
 
 
 def _default_fraction(lower: Tensor, upper: Tensor) -> Tensor:
@@ -126,3 +126,15 @@ RELU = register(
 # Registered with PyTorch's/ONNX's default slope 0.01; nodes with another slope
 # get theirs from :func:`leaky_relu_family`.
 LEAKY_RELU = register(leaky_relu_family(0.01))
+
+# |x| is the leaky ReLU of slope -1: chord above, a line through 0 of slope in
+# [-1, 1] below.
+ABS = register(
+    UnaryFamily(
+        name="abs",
+        fn=torch.abs,
+        relax=functools.partial(relax_leaky_relu, negative_slope=-1.0),
+        num_params=1,
+        init_params=_init_params,
+    )
+)

@@ -1,4 +1,4 @@
-"""Relaxations of S-shaped functions: sigmoid, tanh and atan.
+"""Relaxations of S-shaped functions: sigmoid, tanh, atan and erf.
 
 Each ``f`` here is increasing, convex on ``(-inf, 0]`` and concave on ``[0, inf)``,
 point-symmetric about ``(0, f(0))``, and ``f'`` is even and decreasing in ``|x|``.
@@ -41,6 +41,7 @@ parameter is unused. All lines get the rounding margin of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,7 +59,7 @@ from genbab.bounds.relax.base import (
     round_toward,
 )
 
-__all__ = ["SShaped", "SIGMOID", "TANH", "ATAN"]
+__all__ = ["SShaped", "SIGMOID", "TANH", "ATAN", "ERF"]
 
 TABLE_STEP = 0.01
 TABLE_LIMIT = 500.0
@@ -78,6 +79,10 @@ def _tanh_deriv(x: Tensor) -> Tensor:
 
 def _atan_deriv(x: Tensor) -> Tensor:
     return 1 / (1 + x * x)
+
+
+def _erf_deriv(x: Tensor) -> Tensor:
+    return (2.0 / math.sqrt(math.pi)) * torch.exp(-x * x)
 
 
 @dataclass
@@ -210,6 +215,7 @@ class SShaped:
 SIGMOID = SShaped("sigmoid", torch.sigmoid, _sigmoid_deriv)
 TANH = SShaped("tanh", torch.tanh, _tanh_deriv)
 ATAN = SShaped("atan", torch.atan, _atan_deriv)
+ERF = SShaped("erf", torch.erf, _erf_deriv)
 
-for _spec in (SIGMOID, TANH, ATAN):
+for _spec in (SIGMOID, TANH, ATAN, ERF):
     register(_spec.family())
