@@ -343,6 +343,7 @@ def denominator_interval(lower: Tensor, upper: Tensor, axis: int) -> Interval:
 
 def _denominator_interval(node: Node, ins: list[Interval]) -> Interval:
     lo, hi = ins[0]
+    check_bounds(node, lo, hi)
     return denominator_interval(lo, hi, _denominator_axis(node) + 1)
 
 
