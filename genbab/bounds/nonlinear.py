@@ -39,7 +39,7 @@ def unary_family(node: Node) -> UnaryFamily:
         from genbab.bounds.relax.convex import pow_family
 
         return pow_family(float(op.param))  # type: ignore[arg-type]
-    if op.func == "leaky_relu":
+    if op.func == "leaky_relu" and op.param is not None:
         from genbab.bounds.relax.relu import leaky_relu_family
 
         return leaky_relu_family(float(op.param))  # type: ignore[arg-type]
