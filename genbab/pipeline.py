@@ -16,6 +16,7 @@ import torch
 from genbab.bab.input_split import InputSplitOptions, input_split_bab
 from genbab.bab.loop import run_bab
 from genbab.bounds import Box, Engine, bound_objective, build_objective
+from genbab.bounds.rewrite import prepare_for_bounds
 from genbab.config import Config, InputSplitConfig
 from genbab.errors import GenbabError
 from genbab.model import load_model
@@ -123,7 +124,7 @@ def _run(
             return Verdict.TIMEOUT, "time limit reached during the attack", None
 
     # 2. Prove every case with bounds (and branch and bound).
-    engine = Engine(graph.to(device, dtype), dtype, device)
+    engine = Engine(prepare_for_bounds(graph).to(device, dtype), dtype, device)
     if _splits_inputs(graph, config.input_split):
         return _run_input_split(engine, graph, prop, config, clock, stats)
     t0 = time.monotonic()

@@ -59,9 +59,11 @@ def decompose_softmax(graph: Graph) -> Graph:
     """
     nodes: list[Node] = []
     count = 0
+    device, dtype = _constants_device(graph)
     for node in graph.nodes:
         if isinstance(node.op, Softmax):
-            nodes += softmax_nodes(node, _shape_of(graph, node.inputs[0]))
+            shape = _shape_of(graph, node.inputs[0])
+            nodes += softmax_nodes(node, shape, device, dtype)
             count += 1
         else:
             nodes.append(node)
@@ -72,7 +74,12 @@ def decompose_softmax(graph: Graph) -> Graph:
     )
 
 
-def softmax_nodes(node: Node, in_shape: tuple[int, ...]) -> list[Node]:
+def softmax_nodes(
+    node: Node,
+    in_shape: tuple[int, ...],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> list[Node]:
     """The nodes computing ``node``'s softmax, in order, the last named like it.
 
     For an input of shape ``[.., n, ..]`` (``n`` at the axis) the differences
@@ -81,6 +88,8 @@ def softmax_nodes(node: Node, in_shape: tuple[int, ...]) -> list[Node]:
     Args:
         node: A node whose op is :class:`Softmax`.
         in_shape: Shape of its input (one sample).
+        device: Device of the new nodes' constants (the graph's).
+        dtype: Floating dtype of the new nodes' constants (the graph's).
     """
     op = node.op
     assert isinstance(op, Softmax)
@@ -92,12 +101,15 @@ def softmax_nodes(node: Node, in_shape: tuple[int, ...]) -> list[Node]:
         return Node(full, new_op, tuple(inputs), tuple(shape), src)
 
     if n == 1:  # softmax of one entry is 1
-        one = ScaleShift(torch.zeros(()), torch.ones(()))
+        zero = torch.zeros((), dtype=dtype, device=device)
+        one = ScaleShift(zero, zero + 1)
         return [make("", one, [x], in_shape)]
     pair = (*in_shape[:axis], n, n - 1, *in_shape[axis + 1 :])
     column = (*in_shape[:axis], n, 1, *in_shape[axis + 1 :])
     others = torch.tensor(
-        [[j for j in range(n) if j != i] for i in range(n)], dtype=torch.int64
+        [[j for j in range(n) if j != i] for i in range(n)],
+        dtype=torch.int64,
+        device=device,
     )
     nodes = [make("others", Gather(axis, others), [x], pair)]
     nodes.append(make("self", Reshape(column), [x], column))
@@ -107,6 +119,15 @@ def softmax_nodes(node: Node, in_shape: tuple[int, ...]) -> list[Node]:
     nodes.append(make("denominator", denominator, [nodes[2].name], in_shape))
     nodes.append(make("", SoftmaxReciprocal(), [nodes[3].name], in_shape))
     return nodes
+
+
+def _constants_device(graph: Graph) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the graph's constants (CPU, float32 if none)."""
+    for node in graph.nodes:
+        for t in node.op.tensors().values():
+            if t.is_floating_point():
+                return t.device, t.dtype
+    return torch.device("cpu"), torch.float32
 
 
 def _shape_of(graph: Graph, name: str) -> tuple[int, ...]:

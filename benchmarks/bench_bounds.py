@@ -1,0 +1,226 @@
+"""Tightness and cost of interval, CROWN and alpha-CROWN bounds on shared families.
+
+Usage: python benchmarks/bench_bounds.py [--families a,b] [--instances 3]
+       [--filter SUBSTR] [--alpha-iterations 50] [--alpha-lr 0.1]
+       [--memory-limit-gb 12] [--threads 1]
+
+For the first ``--instances`` rows of each family's ``instances.csv`` (only rows
+whose ONNX path contains ``--filter``), every case of the property is bounded on
+the graph the pipeline bounds (``prepare_for_bounds``), in float64 on the CPU:
+
+* ``interval``: interval arithmetic;
+* ``crown``: CROWN intermediate bounds, then CROWN on the property's rows (kept
+  at least as tight as the interval bound, as ``bound_objective`` does);
+* ``alpha``: alpha-CROWN from those intermediate bounds, run for all its
+  iterations: the rows get thresholds no bound reaches, so no case stops early
+  as proven (the margins reported are still those of the real thresholds).
+
+The margin of a case is its worst clause margin (``Objective.clause_margins``:
+> 0 means the case is proven). The table gives, per family, the mean margin of
+each method over all cases, the mean seconds per instance (alpha-CROWN's time
+includes its CROWN intermediate bounds), and how many cases alpha-CROWN made
+tighter than CROWN (by more than ``1e-6 (1 + |margin|)``) or looser (should be 0).
+Rows that fail (an error, or memory past ``--memory-limit-gb``) are listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import resource
+import sys
+import time
+import warnings
+
+import torch
+from known import read_instances
+
+from genbab.bounds import Box, Engine, build_objective, output_interval_lower
+from genbab.bounds.alpha import optimize_bounds
+from genbab.bounds.objective import Objective
+from genbab.bounds.rewrite import prepare_for_bounds
+from genbab.config import BoundsConfig
+from genbab.errors import GenbabError
+from genbab.model import load_model
+from genbab.spec import read_vnnlib
+
+FAMILIES = [
+    "acasxu_2023",
+    "mnist_fc_2022",
+    "eran_mnist_vnncomp2021",
+    "dist_shift_2023",
+    "ml4acopf_2023",
+    "ml4acopf_2024",
+    "vit_2023",
+    "lsnc_2024",
+    "nn4sys_2023",
+    "cgan_2023",
+]
+DT = torch.float64
+METHODS = ("interval", "crown", "alpha")
+
+
+@dataclasses.dataclass
+class Row:
+    """Accumulated results of one family."""
+
+    instances: int = 0
+    cases: int = 0
+    margins: dict[str, list[float]] = dataclasses.field(
+        default_factory=lambda: {m: [] for m in METHODS}
+    )
+    seconds: dict[str, float] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(METHODS, 0.0)
+    )
+    tighter: int = 0
+    looser: int = 0
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+
+def _unreachable(objective: Objective) -> Objective:
+    """The same rows with thresholds far above every bound (no early proof)."""
+    finite = torch.isfinite(objective.rhs)
+    rhs = torch.where(finite, objective.rhs + 1e12, objective.rhs)
+    return dataclasses.replace(objective, rhs=rhs)
+
+
+def bound_instance(
+    onnx_path, vnnlib_path, config: BoundsConfig
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Margins ``[cases]`` and seconds of each method on one instance."""
+    graph = load_model(onnx_path)
+    prop = read_vnnlib(vnnlib_path, graph.num_inputs, graph.num_outputs)
+    graph = prepare_for_bounds(graph).to("cpu", DT)
+    engine = Engine(graph, DT)
+    shape = graph.input_shape
+    box = Box(
+        torch.stack(
+            [torch.tensor(c.lower, dtype=DT).reshape(shape) for c in prop.cases]
+        ),
+        torch.stack(
+            [torch.tensor(c.upper, dtype=DT).reshape(shape) for c in prop.cases]
+        ),
+    )
+    objective = build_objective(list(prop.cases), DT, "cpu")
+    margins, seconds = {}, {}
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        ibounds = engine.interval(box)
+        ilow = output_interval_lower(objective.coeffs, *ibounds[graph.output_name])
+        seconds["interval"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bounds = engine.crown_bounds(box)
+        t_intermediate = time.perf_counter() - t0
+        ilow2 = output_interval_lower(objective.coeffs, *bounds[graph.output_name])
+        clow = engine.objective_lower(objective.coeffs, box, bounds)
+        clow = torch.maximum(clow, ilow2)
+        seconds["crown"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    alow, _ = optimize_bounds(
+        engine, box, bounds, _unreachable(objective), config, start_lower=clow
+    )
+    seconds["alpha"] = t_intermediate + time.perf_counter() - t0
+    for name, low in (("interval", ilow), ("crown", clow), ("alpha", alow)):
+        margins[name] = objective.clause_margins(low).min(-1).values
+    return margins, seconds
+
+
+def _warm_up(instance, config: BoundsConfig) -> None:
+    short = dataclasses.replace(
+        config, alpha_iterations=min(config.alpha_iterations, 2)
+    )
+    try:
+        bound_instance(instance[0], instance[1], short)
+    except (GenbabError, MemoryError, RuntimeError):
+        pass  # reported by the timed run
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{sum(values) / len(values):.4g}"
+
+
+def print_table(rows: dict[str, Row]) -> None:
+    header = [
+        "family", "inst", "cases", "interval", "s", "CROWN", "s", "alpha-CROWN", "s",
+        "alpha tighter", "alpha looser",
+    ]  # fmt: skip
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for family, r in rows.items():
+        n = max(r.instances, 1)
+        cells = [family, str(r.instances), str(r.cases)]
+        for m in METHODS:
+            cells += [_fmt(r.margins[m]), f"{r.seconds[m] / n:.2f}"]
+        cells += [f"{r.tighter}/{r.cases}", str(r.looser)]
+        print("| " + " | ".join(cells) + " |")
+    for family, r in rows.items():
+        for failure in r.failures:
+            print(f"- {family}: {failure}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--filter", default="", help="substring of the ONNX path")
+    parser.add_argument("--alpha-iterations", type=int, default=50)
+    parser.add_argument("--alpha-lr", type=float, default=0.1)
+    parser.add_argument("--memory-limit-gb", type=float, default=12.0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="do not bound each family's first instance once untimed first",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(args.threads)
+    limit = int(args.memory_limit_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    config = BoundsConfig(
+        alpha_iterations=args.alpha_iterations, alpha_lr=args.alpha_lr
+    )
+    rows: dict[str, Row] = {}
+    for family in args.families.split(","):
+        row = rows.setdefault(family, Row())
+        chosen = [r for r in read_instances(family) if args.filter in str(r[0])]
+        chosen = chosen[: args.instances]
+        if chosen and not args.no_warmup:  # one-time costs: tables, vmap set-up
+            _warm_up(chosen[0], config)
+        for onnx_path, vnnlib_path, _ in chosen:
+            label = f"{onnx_path.name} {vnnlib_path.name}"
+            try:
+                margins, seconds = bound_instance(onnx_path, vnnlib_path, config)
+            except (GenbabError, MemoryError, RuntimeError) as exc:
+                row.failures.append(f"{label}: {type(exc).__name__}: {exc}"[:300])
+                print(f"{family} {label}: FAILED {exc}"[:300], file=sys.stderr)
+                continue
+            row.instances += 1
+            row.cases += margins["crown"].numel()
+            for m in METHODS:
+                row.margins[m] += margins[m].tolist()
+                row.seconds[m] += seconds[m]
+            gain = margins["alpha"] - margins["crown"]
+            tol = 1e-6 * (1 + margins["crown"].abs())
+            row.tighter += int((gain > tol).sum())
+            row.looser += int((gain < -tol).sum())
+            print(
+                f"{family} {label}: "
+                + ", ".join(
+                    f"{m} {margins[m].mean().item():.4g} ({seconds[m]:.1f}s)"
+                    for m in METHODS
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
