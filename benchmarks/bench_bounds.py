@@ -133,12 +133,12 @@ def bound_instance(
     return margins, seconds
 
 
-def _warm_up(instance, config: BoundsConfig) -> None:
+def _warm_up(instance, config: BoundsConfig, crown_intermediate: bool) -> None:
     short = dataclasses.replace(
         config, alpha_iterations=min(config.alpha_iterations, 2)
     )
     try:
-        bound_instance(instance[0], instance[1], short)
+        bound_instance(instance[0], instance[1], short, crown_intermediate)
     except (GenbabError, MemoryError, RuntimeError):
         pass  # reported by the timed run
 

@@ -360,3 +360,86 @@ def test_unbounded_input_box_names_the_first_nonlinear_node() -> None:
         engine.interval(box)
     with pytest.raises(BoundsError, match="node 'act' \\(sigmoid\\)"):
         engine.crown_bounds(box)
+
+
+# ---------------------------------------------------------------- unary intervals
+
+UNARY_CASES = {
+    "relu": (None, None),
+    "leaky_relu(0.01)": (0.01, None),
+    "leaky_relu(2)": (2.0, None),
+    "leaky_relu(-0.5)": (-0.5, None),
+    "abs": (None, None),
+    "sigmoid": (None, None),
+    "tanh": (None, None),
+    "atan": (None, None),
+    "erf": (None, None),
+    "sin": (None, None),
+    "cos": (None, None),
+    "gelu": (None, None),
+    "exp": (None, (-700.0, 700.0)),
+    "softplus": (None, None),
+    "log": (None, (1e-6, math.inf)),
+    "sqrt": (None, (0.0, math.inf)),
+    "reciprocal": (None, (1e-6, math.inf)),
+    "floor": (None, None),
+    "pow(2)": (2.0, None),
+    "pow(3)": (3.0, None),
+    "pow(4)": (4.0, None),
+    "pow(-1)": (-1.0, (1e-3, math.inf)),
+    "pow(-2)": (-2.0, (1e-3, math.inf)),
+    "pow(0.5)": (0.5, (0.0, math.inf)),
+    "pow(1.5)": (1.5, (0.0, math.inf)),
+}
+
+
+@pytest.mark.parametrize("case", UNARY_CASES)
+def test_unary_interval_encloses_the_function(case: str) -> None:
+    """The interval rule of every unary node holds on sampled points."""
+    func = case.split("(")[0]
+    param, domain = UNARY_CASES[case]
+    op = Unary(func, param)
+    node = Node("u", op, ("x",), (64,))
+    for name, (lower, upper) in rs.interval_cases(
+        DT, special=(0.0, 1.0, -1.0), domain=domain
+    ).items():
+        lo, hi = unary_interval(node, lower[None], upper[None])
+        x = rs.sample_points(lower, upper)
+        y = op.forward(x)
+        scale = 1e-12 * (1 + y.abs())
+        assert (y >= lo - scale).all(), f"{case} {name}: below the interval"
+        assert (y <= hi + scale).all(), f"{case} {name}: above the interval"
+
+
+def _two_layer(case: str, seed: int = 0) -> Graph:
+    """``x -> Linear -> f -> Linear -> f -> Linear``; positive-domain functions
+    get ``softplus(h) + 0.05`` as input."""
+    func = case.split("(")[0]
+    param, domain = UNARY_CASES[case]
+    g = torch.Generator().manual_seed(seed)
+    nodes, prev, width = [], "input", 3
+    for k, out in enumerate((6, 4)):
+        w = torch.randn(width, out, generator=g, dtype=DT) / math.sqrt(width)
+        b = torch.randn(out, generator=g, dtype=DT) * 0.3
+        nodes.append(Node(f"lin{k}", Linear(w, b), (prev,), (1, out)))
+        prev = f"lin{k}"
+        if domain is not None and domain[0] >= 0:
+            nodes.append(Node(f"pos{k}", Unary("softplus"), (prev,), (1, out)))
+            shift = Linear(torch.eye(out, dtype=DT), torch.full((out,), 0.05, dtype=DT))
+            nodes.append(Node(f"shift{k}", shift, (f"pos{k}",), (1, out)))
+            prev = f"shift{k}"
+        nodes.append(Node(f"act{k}", Unary(func, param), (prev,), (1, out)))
+        prev, width = f"act{k}", out
+    w = torch.randn(width, 2, generator=g, dtype=DT)
+    nodes.append(Node("out", Linear(w), (prev,), (1, 2)))
+    return Graph("input", (1, 3), nodes, "out")
+
+
+@pytest.mark.parametrize("case", UNARY_CASES)
+def test_two_layer_bounds_enclose_values(case: str) -> None:
+    """Every unary rule inside a network: interval, CROWN, random parameters."""
+    graph = _two_layer(case)
+    g = torch.Generator().manual_seed(1)
+    for radius in (1e-3, 0.3, 2.0):
+        c = torch.rand(2, 1, 3, generator=g, dtype=DT) * 2 - 1
+        bs.check_graph(graph, Box(c - radius, c + radius))

@@ -55,7 +55,7 @@ def _boxes(dtype: torch.dtype, n: int = 8, seed: int = 0):
 
 
 def _box_points(xl, xu, yl, yu, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Corners, edge points and uniform points of each box, ``[K, n]`` each."""
+    """Corners, edge, uniform and Beta(0.5, 0.5) points of each box, ``[K, n]``."""
     g = torch.Generator().manual_seed(seed)
     n = xl.shape[-1]
     fx, fy = [], []
@@ -68,6 +68,10 @@ def _box_points(xl, xu, yl, yu, seed: int = 0) -> tuple[torch.Tensor, torch.Tens
         fy += [torch.full((16, n), edge), t]
     fx.append(torch.rand(64, n, generator=g))  # interior
     fy.append(torch.rand(64, n, generator=g))
+    beta = torch.distributions.Beta(torch.tensor(0.5), torch.tensor(0.5))
+    torch.manual_seed(seed)  # edge-heavy Beta(0.5, 0.5) points (no generator arg)
+    fx.append(beta.sample((64, n)))
+    fy.append(beta.sample((64, n)))
     fx, fy = torch.cat(fx).double(), torch.cat(fy).double()
     x = (xl.double() + fx * (xu.double() - xl.double())).to(xl.dtype)
     y = (yl.double() + fy * (yu.double() - yl.double())).to(yl.dtype)

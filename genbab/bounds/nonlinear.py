@@ -108,18 +108,21 @@ def unary_interval(node: Node, lower: Tensor, upper: Tensor) -> tuple[Tensor, Te
     check_domain(node, unary_family(node), lower, upper)
     if op.func == "floor":
         return floor_interval(lower, upper)
+    negative_leaky = op.func == "leaky_relu" and op.param is not None and op.param < 0
+    if (
+        negative_leaky
+        or op.func == "abs"
+        or (op.func == "pow" and _is_even_integer(op.param))
+    ):
+        # Decreasing below 0, increasing above, f(0) = 0.
+        fl, fu = f(lower), f(upper)
+        crossing = (lower <= 0) & (upper >= 0)
+        lo = torch.where(crossing, torch.zeros_like(fl), torch.minimum(fl, fu))
+        return lo, torch.maximum(fl, fu)
     if op.func in INCREASING or (op.func == "pow" and _is_odd_integer(op.param)):
         return f(lower), f(upper)
     if op.func == "reciprocal":
         return f(upper), f(lower)
-    if op.func == "abs" or (op.func == "pow" and _is_even_integer(op.param)):
-        lo_mag = torch.where(
-            (lower <= 0) & (upper >= 0),
-            torch.zeros_like(lower),
-            torch.minimum(lower.abs(), upper.abs()),
-        )
-        hi_mag = torch.maximum(lower.abs(), upper.abs())
-        return f(lo_mag), f(hi_mag)
     # Otherwise: the relaxation's lines, concretized over the interval.
     rel = relax_unary(node, lower, upper)
     lo = torch.minimum(rel.lower_slope * lower, rel.lower_slope * upper)
