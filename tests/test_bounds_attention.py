@@ -17,6 +17,7 @@ import relax_sampling as rs
 import torch
 
 from genbab.bounds import Box, Engine, attention
+from genbab.bounds.alpha import init_params
 from genbab.bounds.attention import (
     SoftmaxDenominator,
     SoftmaxReciprocal,
@@ -375,6 +376,25 @@ def test_softmax_rewrite_survives_overflowing_interval() -> None:
     assert torch.isfinite(lo).all() and torch.isfinite(hi).all()
     assert (lo >= 0).all() and (hi <= 1).all()
     assert bounds["softmax/denominator"][1].isinf().any()
+
+
+def test_softmax_rewrite_bounded_from_overflowing_intervals() -> None:
+    """CROWN on interval intermediate bounds whose denominators are infinite."""
+    graph = prepare_for_bounds(_softmax_graph(3, (2, 4), 1))
+    engine = Engine(graph, DT)
+    box = _box(_centers(3, 2, "crossing", seed=7), 400.0)
+    bounds = engine.interval(box)
+    assert bounds["softmax/denominator"][1].isinf().any()
+    n = graph.num_outputs
+    eye = torch.eye(n, dtype=DT)
+    rows = torch.cat([eye, -eye]).unsqueeze(0).expand(2, -1, -1)
+    values = bs.graph_values(graph, bs.box_points(box.lower, box.upper), ["out"])
+    y = values["out"].flatten(2)
+    init = init_params(engine, bounds, 2 * n)
+    for params in (None, init, bs.random_params(init, low=-5, high=5, seed=0)):
+        low = engine.objective_lower(rows, box, bounds, params)
+        assert torch.isfinite(low).all()
+        bs.assert_inside(y, low[:, :n], -low[:, n:], tol=1e-9, context="overflow")
 
 
 @pytest.mark.parametrize(

@@ -29,8 +29,9 @@ engine's centre-radius interval of a linear sum NaN, while this node's interval
 adds the ends directly (``d <= inf``); and CROWN bounds of separate exp outputs
 would cost as much as those of ``z`` and could not be tighter than the exact
 interval of ``exp`` on ``z``'s bounds. The reciprocal's rule clips ``d``'s bounds
-below at 1, and its interval maps ``d <= inf`` to ``1 / d >= 0``: so interval
-bounds of later nodes stay finite.
+below at 1; where ``d <= inf`` its interval is ``[0, 1 / l]`` and its lines are
+those constants: so interval bounds of later nodes stay finite, and CROWN on
+interval intermediate bounds works however wide the box.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import torch
 from torch import Tensor
 
 from genbab.bounds.box import sum_to_shape
-from genbab.bounds.nonlinear import check_bounds
+from genbab.bounds.nonlinear import check_bounds, relax_unary
 from genbab.bounds.relax import UNARY_FAMILIES
 from genbab.bounds.relax._lines import margin
 from genbab.bounds.relax.bivariate import init_mul_params, relax_mul
@@ -362,7 +363,9 @@ def _denominator_backward(
     c = a.unsqueeze(axis).expand(*a.shape[:2], *in_shapes[0])
     pos, neg = c.clamp(min=0), c.clamp(max=0)
     coef = pos * rel.lower_slope + neg * rel.upper_slope
-    bias = (pos * rel.lower_bias + neg * rel.upper_bias).flatten(2).sum(-1)
+    # An overflowing exp has the upper line 0 x + inf: unused where neg == 0.
+    up = torch.where(neg < 0, neg * rel.upper_bias, torch.zeros_like(neg))
+    bias = (pos * rel.lower_bias + up).flatten(2).sum(-1)
     return [coef], bias + a.flatten(2).sum(-1)
 
 
@@ -382,8 +385,11 @@ class SoftmaxReciprocal(Unary):
 
 
 def _denominator(ins: list[Interval]) -> list[Interval]:
+    """``d``'s bounds clipped below at 1; an infinite upper end becomes ``2 l``
+    (the caller replaces the lines there)."""
     lo, hi = ins[0]
     lo = lo.clamp(min=1.0)
+    hi = torch.where(torch.isinf(hi), 2 * lo, hi)
     return [(lo, torch.maximum(hi, lo))]
 
 
@@ -391,8 +397,8 @@ def _reciprocal_interval(node: Node, ins: list[Interval]) -> Interval:
     """``[1 / hi, 1 / lo]``; ``hi = inf`` is allowed (gives 0), NaN is not."""
     lo, hi = ins[0]
     check_bounds(node, lo, torch.where(hi == torch.inf, lo, hi))
-    ((lo, hi),) = _denominator(ins)
-    return torch.reciprocal(hi), torch.reciprocal(lo)
+    lo = lo.clamp(min=1.0)
+    return torch.reciprocal(torch.maximum(hi, lo)), torch.reciprocal(lo)
 
 
 def _reciprocal_backward(
@@ -402,7 +408,22 @@ def _reciprocal_backward(
     params: Tensor | None,
     in_shapes: list[tuple[int, ...]],
 ) -> tuple[list[Tensor], Tensor]:
-    return RULES[Unary].backward(node, a, _denominator(ins), params, in_shapes)
+    """The reciprocal's step; where ``d <= inf`` the constants ``0 <= 1/d <= 1/l``."""
+    lo, hi = ins[0]
+    check_bounds(node, lo, torch.where(hi == torch.inf, lo, hi))
+    ((dl, du),) = _denominator(ins)
+    rel = relax_unary(node, dl.unsqueeze(1), du.unsqueeze(1), params)
+    unbounded = torch.isinf(hi).unsqueeze(1)
+    zero = torch.zeros_like(rel.lower_slope)
+    lo_s = torch.where(unbounded, zero, rel.lower_slope)
+    lo_b = torch.where(unbounded, zero, rel.lower_bias)
+    up_s = torch.where(unbounded, zero, rel.upper_slope)
+    top = torch.reciprocal(dl) * (1 + 4 * torch.finfo(dl.dtype).eps)
+    up_b = torch.where(unbounded, top.unsqueeze(1), rel.upper_bias)
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    coef = pos * lo_s + neg * up_s
+    bias = (pos * lo_b + neg * up_b).flatten(2).sum(-1)
+    return [coef], bias
 
 
 def _reciprocal_init(node: Node, ins: list[Interval]) -> Tensor | None:
