@@ -219,7 +219,8 @@ def _split(problem: _Problem, batch: Domains) -> tuple[Domains, Tensor]:
     for k, value in enumerate(problem.values):
         lo, hi = batch.bounds[value.name]
         sel = best_value == k
-        p = points[value.name].flatten(1)[rows, best_index]
+        # Domains splitting another (maybe larger) value must not index this one.
+        p = points[value.name].flatten(1)[rows, torch.where(sel, best_index, 0)]
         left_hi, right_lo = hi.flatten(1).clone(), lo.flatten(1).clone()
         left_hi[sel, best_index[sel]] = p[sel]
         right_lo[sel, best_index[sel]] = p[sel]
