@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 import yaml
 
 from genbab.config import Config, config_to_dict, load_config
-from genbab.errors import ConfigError
+from genbab.errors import ConfigError, GenbabError
 from genbab.result import Result, Verdict
 from genbab.runner.execute import (
     Executor,
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     _add_verify_command(sub, common)
     _add_run_command(sub, common)
+    _add_tables_command(sub)
     return parser
 
 
@@ -214,6 +216,86 @@ def _add_run_command(sub: Any, common: argparse.ArgumentParser) -> None:
         " cost, but an overrunning or crashing instance stops the batch)",
     )
     run.set_defaults(command=_cmd_run, parser=run)
+
+
+def _add_tables_command(sub: Any) -> None:
+    loud = _loudness_options()
+    tables = sub.add_parser(
+        "tables",
+        help="build or list the branching-point lookup tables",
+        description="Branching-point lookup tables: for a grid of input intervals,"
+        " the split point that minimises the area between the children's"
+        " relaxations.",
+    )
+    actions = tables.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = actions.add_parser(
+        "build",
+        parents=[loud],
+        help="generate tables",
+        description="Generate branching-point tables and record them in the"
+        " folder's manifest.json (default: the lookup_tables/ folder genbab ships).",
+    )
+    build.add_argument(
+        "--functions",
+        type=_function_list,
+        default="all",
+        metavar="LIST",
+        help="comma-separated functions, or 'all' (default); known: "
+        + ",".join(_table_keys()),
+    )
+    build.add_argument(
+        "--range-lower", type=_finite_float, default=-5.0, metavar="L",
+        help="lowest grid point (default -5; reciprocal and sqrt start at"
+        " 1e-6 or above)",
+    )  # fmt: skip
+    build.add_argument(
+        "--range-upper", type=_finite_float, default=5.0, metavar="U",
+        help="upper end of the grid (default 5)",
+    )  # fmt: skip
+    build.add_argument(
+        "--step", type=_positive_float, default=0.01, metavar="S",
+        help="grid step of the one-input tables (default 0.01)",
+    )  # fmt: skip
+    build.add_argument(
+        "--step-2d", type=_positive_float, default=0.2, metavar="S",
+        help="grid step of the multiplication table, on both inputs (default 0.2)",
+    )  # fmt: skip
+    build.add_argument("--out", metavar="DIR", help="table folder")
+    build.add_argument(
+        "--jobs", type=_positive_int, default=1, metavar="N",
+        help="build N tables at once in worker processes (one thread each)",
+    )  # fmt: skip
+    build.add_argument(
+        "--missing-only",
+        action="store_true",
+        help="build only tables that are missing, unreadable, of another format"
+        " version or range/step, or stale",
+    )
+    build.set_defaults(command=_cmd_tables_build, parser=build)
+    show = actions.add_parser(
+        "show",
+        parents=[loud],
+        help="list the tables of a folder",
+        description="List the tables of a folder: function, range, step, entries,"
+        " format version, file size, and whether each can be used.",
+    )
+    show.add_argument("directory", nargs="?", metavar="DIR", help="table folder")
+    show.set_defaults(command=_cmd_tables_show, parser=show)
+
+
+def _loudness_options() -> argparse.ArgumentParser:
+    """A parent parser with just ``-v`` / ``-q``."""
+    parent = argparse.ArgumentParser(add_help=False)
+    loudness = parent.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-v", "--verbose", dest="log_level", action="store_const",
+        const=logging.DEBUG, default=logging.INFO, help="log debug details",
+    )  # fmt: skip
+    loudness.add_argument(
+        "-q", "--quiet", dest="log_level", action="store_const",
+        const=logging.WARNING, help="log only warnings and errors; no progress bar",
+    )  # fmt: skip
+    return parent
 
 
 def configure_logging(level: int) -> None:
@@ -470,6 +552,165 @@ def format_summary(summary: BatchSummary) -> str:
         f" {summary.skipped} skipped)"
     )
     return "\n".join(lines)
+
+
+# --- genbab tables -----------------------------------------------------------
+
+
+def _cmd_tables_build(args: argparse.Namespace) -> int:
+    from genbab.tables import make
+
+    try:
+        specs = make.table_specs(
+            args.functions, args.range_lower, args.range_upper, args.step,
+            args.step_2d,
+        )  # fmt: skip
+    except ValueError as exc:
+        args.parser.error(str(exc))
+    out = Path(args.out) if args.out else _default_table_dir()
+    if args.missing_only:
+        specs = _stale_specs(out, specs)
+        if not specs:
+            logger.info("all requested tables in %s are current", out)
+            return 0
+    started = time.monotonic()
+    try:
+        infos = _build_with_progress(args, specs, out)
+    except KeyboardInterrupt:
+        logger.error("interrupted; tables finished so far are recorded in %s", out)
+        return 130
+    except (OSError, ValueError, RuntimeError, GenbabError) as exc:
+        logger.error("cannot build tables: %s", one_line(exc))
+        return 1
+    print(_format_build_summary(infos, time.monotonic() - started), flush=True)
+    return 0
+
+
+def _stale_specs(out: Path, specs: list[Any]) -> list[Any]:
+    from genbab.tables import make
+
+    todo = []
+    for spec in specs:
+        reason = make.needs_build(out, spec)
+        if reason is not None:
+            logger.info("%s: rebuilding (%s)", spec.key, reason)
+            todo.append(spec)
+    return todo
+
+
+def _build_with_progress(args: argparse.Namespace, specs: list[Any], out: Path):
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from genbab.tables import make
+
+    show = args.log_level <= logging.INFO and sys.stderr.isatty()
+    fmt = "{desc:<10} {percentage:3.0f}%|{bar}| {n:.1f}/{total} tables [{elapsed}]"
+    with tqdm(
+        total=len(specs), file=sys.stderr, disable=not show, bar_format=fmt
+    ) as bar:
+        finished = 0
+
+        def advance(position: float) -> None:
+            if position > bar.n:
+                bar.update(position - bar.n)
+
+        def progress(key: str, fraction: float) -> None:
+            bar.set_description_str(key, refresh=False)
+            advance(min(finished + fraction, len(specs)))
+
+        def done(info: Any) -> None:
+            nonlocal finished
+            finished += 1
+            advance(finished)
+
+        with logging_redirect_tqdm():
+            return make.build_tables(
+                specs, out, jobs=args.jobs, progress=progress, done=done
+            )
+
+
+def _format_build_summary(infos: list[Any], seconds: float) -> str:
+    lines = [f"{'function':<11} {'entries':>9} {'seconds':>8} {'loss/midpoint':>13}"]
+    for info in infos:
+        lines.append(
+            f"{info.key:<11} {info.entries:>9} {info.extra['build_seconds']:>8.1f}"
+            f" {info.extra['loss_ratio']:>13.4f}"
+        )
+    lines.append(f"{'total':<11} {sum(i.entries for i in infos):>9} {seconds:>8.1f}")
+    return "\n".join(lines)
+
+
+def _cmd_tables_show(args: argparse.Namespace) -> int:
+    from genbab.tables import make
+    from genbab.tables.store import FORMAT_VERSION, TableError
+
+    folder = Path(args.directory) if args.directory else _default_table_dir()
+    try:
+        statuses = make.folder_status(folder)
+    except TableError as exc:
+        logger.error("%s", one_line(exc))
+        return 1
+    header = (
+        f"{'function':<11} {'range':<18} {'step':>6} {'entries':>9} {'version':>7}"
+        f" {'size':>9}  status"
+    )
+    lines = [f"{folder} (format version {FORMAT_VERSION})", header]
+    for status in statuses:
+        info = status.info
+        grid = info.grid
+        size = info.extra.get("bytes")
+        lines.append(
+            f"{info.key:<11} {f'[{grid.range_l:g}, {grid.range_u:g}]':<18}"
+            f" {grid.step:>6g} {info.entries:>9} {FORMAT_VERSION:>7}"
+            f" {_size(size):>9}  {status.problem or 'ok'}"
+        )
+    print("\n".join(lines), flush=True)
+    return 0 if all(s.usable for s in statuses) else 1
+
+
+def _default_table_dir() -> Path:
+    from genbab.tables import default_directory
+
+    return default_directory()
+
+
+def _table_keys() -> tuple[str, ...]:
+    # Kept in sync with genbab.tables.make.ALL_KEYS (checked by a test) without
+    # importing torch while the parser is built.
+    return (
+        "gelu", "sin", "cos", "sigmoid", "tanh", "exp", "reciprocal", "sqrt",
+        "square", "mul",
+    )  # fmt: skip
+
+
+def _function_list(text: str) -> list[str]:
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if words == ["all"]:
+        return list(_table_keys())
+    unknown = [w for w in words if w not in _table_keys()]
+    if unknown or not words:
+        raise argparse.ArgumentTypeError(
+            f"unknown function '{','.join(unknown) or text}'"
+            f" (known: {','.join(_table_keys())}, or all)"
+        )
+    return list(dict.fromkeys(words))
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value
+
+
+def _size(size: Any) -> str:
+    if not isinstance(size, int):
+        return "?"
+    return f"{size / 1024:.0f} KiB" if size < 1 << 20 else f"{size / 2**20:.1f} MiB"
 
 
 # --- helpers ------------------------------------------------------------------

@@ -13,7 +13,7 @@ sigmoid and tanh: their relaxations jump where an interval end crosses a
 multiple of 0.01 (a tangent-point table), which the grid points are, so the
 loss at exactly a grid point is a matter of rounding. The relaxed interval of
 an entry is therefore ``[x_i - e, x_j + e]`` with ``e`` = :data:`.cells.EDGE`
-grid steps: the limit seen by the intervals ``[l, u]`` that contain the entry,
+lattice steps: the limit seen by the intervals ``[l, u]`` that contain the entry,
 which are the ones looked up with it. The split point is still ``x_i + t (x_j -
 x_i)``, as in the lookup (:class:`UnaryObjective`).
 
@@ -45,6 +45,7 @@ from torch import Tensor
 from genbab.tables.cells import (
     EDGE,
     JUMP_STEP,
+    KINKED,
     canonical_pairs,
     cell_offsets,
     grid_scan,
@@ -55,6 +56,7 @@ from genbab.tables.cells import (
 from genbab.tables.grid import Grid
 from genbab.tables.objective import interval_area, mul_split_loss, mul_volume
 from genbab.tables.search import Bracket, LossFn, brent, scan
+from genbab.tables.store import QUANT
 
 __all__ = [
     "QUANT",
@@ -67,13 +69,15 @@ __all__ = [
     "quantize",
 ]
 
-#: Stored positions are ``q / QUANT`` with ``q`` a uint16 in ``[1, QUANT - 1]``:
-#: always strictly inside the grid interval, and 1/2 is exact.
-QUANT = 65536
-
 #: Half-width of the zone around a lattice point that stored points avoid, in
 #: float32 ulps (see :func:`_off_lattice`).
 _ZONE_ULPS = 8
+
+#: A runner-up local minimum of the scan is refined too if its candidate's loss
+#: is within this share of the best candidate's (see :func:`_second_start`).
+RUNNER_UP_MARGIN = 5e-3
+
+_BRACKET_FIELDS = ("a", "b", "x", "fx", "w", "fw", "v", "fv")
 
 #: ``progress(fraction)``: the share of the current table done so far, in [0, 1].
 Progress = Callable[[float], None]
@@ -132,7 +136,9 @@ class UnaryObjective:
     @property
     def nudge(self) -> float:
         """Distance of the relaxed ends outside the grid points (module docs)."""
-        return EDGE * self.grid.step if jumps_aligned(self.key, self.grid) else 0.0
+        if not jumps_aligned(self.key, self.grid):
+            return 0.0
+        return EDGE * JUMP_STEP[self.key]
 
     def ends(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(x, x_lo, x_hi)``: grid points and relaxed lower and upper ends."""
@@ -213,18 +219,17 @@ def build_unary(
         left, right = both.chunk(2)
         return left + right
 
-    all_i, all_j = torch.triu_indices(n, n, 1)
-    full = area(x_lo[all_i], x_hi[all_j])  # unsplit entries: loss at t = 0 and 1
+    full = area(x_lo[i], x_hi[j])  # unsplit entries: the loss at t = 0 and t = 1
     report(0.03)
     offsets = cell_offsets(key, grid)
-    bracket = grid_scan(
+    bracket, runner_up = grid_scan(
         area, (x, x_lo, x_hi), offsets, mirrored, full,
-        lambda f: report(0.03 + 0.27 * f),
+        lambda f: report(0.03 + 0.27 * f), second=key in KINKED,
     )  # fmt: skip
     lattice = None
     if jumps_aligned(key, grid):
         lattice = (x[i], x[j] - x[i], JUMP_STEP[key])
-    codes, best, mid = _finish(loss, bracket, opts, lattice, report)
+    codes, best, mid = _finish(loss, bracket, opts, lattice, report, runner_up)
     if mirrored:
         # Entry (i, j) takes 1 - t of its mirror (n-1-j, n-1-i) (see .cells).
         slot = torch.full((grid.pairs,), -1, dtype=torch.long)
@@ -295,6 +300,7 @@ def _finish(
     opts: SearchOptions,
     lattice: tuple[Tensor, Tensor, float] | None,
     report: Progress,
+    runner_up: Bracket | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Refine, quantize, and keep the midpoint where it is no worse.
 
@@ -308,6 +314,9 @@ def _finish(
             of a jump), each first moved off the lattice (:func:`_off_lattice`).
             None: round to nearest.
         report: Progress callback.
+        runner_up: Brackets of a second local minimum (:func:`.cells.grid_scan`),
+            refined too where its candidate is within :data:`RUNNER_UP_MARGIN`
+            of the best one's.
 
     Returns:
         ``(codes, loss of the codes, loss of the midpoints)``, ``[N]`` each.
@@ -317,7 +326,9 @@ def _finish(
     def on_iter(it: int, open_count: int) -> None:
         report(0.3 + 0.6 * (1 - open_count / max(count, 1)))
 
-    t, _ = brent(loss, bracket, opts.tol, opts.max_iter, on_iter)
+    t, f = brent(loss, bracket, opts.tol, opts.max_iter, on_iter)
+    if runner_up is not None:
+        t = _second_start(loss, runner_up, t, f, opts)
     everything = torch.arange(count)
     if lattice is None:
         codes = quantize(t)
@@ -335,6 +346,31 @@ def _finish(
     codes = torch.where(use_mid, torch.full_like(codes, QUANT // 2), codes)
     report(1.0)
     return codes, torch.where(use_mid, mid_loss, coded_loss), mid_loss
+
+
+def _second_start(
+    loss: LossFn, runner_up: Bracket, t: Tensor, f: Tensor, opts: SearchOptions
+) -> Tensor:
+    """Refine the runners-up that might hide a deeper minimum; the better ``t``.
+
+    A sharp (V-shaped) minimum between two candidates can be deeper than the
+    best candidate's basin while its own candidates look worse by up to the
+    slope times the candidate spacing.
+    """
+    close = runner_up.fx <= f * (1 + RUNNER_UP_MARGIN)
+    index = close.nonzero().squeeze(1)
+    if index.numel() == 0:
+        return t
+    sub = Bracket(*(getattr(runner_up, name)[index] for name in _BRACKET_FIELDS))
+
+    def sub_loss(rows: Tensor, tt: Tensor) -> Tensor:
+        return loss(index[rows], tt)
+
+    t2, f2 = brent(sub_loss, sub, opts.tol, opts.max_iter)
+    t = t.clone()
+    better = f2 < f[index]
+    t[index[better]] = t2[better]
+    return t
 
 
 def _off_lattice(

@@ -11,16 +11,21 @@ area(c_{j-r}, x_j)``.
 
 Candidates per cell (:func:`cell_offsets`):
 
-* sin, cos and GeLU: 4 evenly spaced. Their default relaxations pick lines
-  among discrete candidates, so the loss has kinks, and local minima can lie
-  about a cell apart; one candidate per cell was seen to miss the deeper one.
-* sigmoid and tanh: the centre and points :data:`EDGE` of a cell inside both
-  ends. Their relaxations read tangent points from a table with step 0.01 and
-  jump where an interval end crosses a multiple of 0.01, so with a grid on
-  those multiples the loss is smooth inside each cell and its minimum is often
-  just inside a cell end. (Only when the grid is aligned with the 0.01 lattice;
-  otherwise 4 evenly spaced candidates are used.)
-* the convex or concave functions (exp, reciprocal, sqrt, square): the centre.
+* sin and cos (:data:`KINKED`): 4 evenly spaced. Their default relaxations
+  pick lines among discrete candidates, so the loss has kinks, sharp V-shaped
+  minima included, and local minima can lie about a cell apart; one or two
+  candidates per cell were seen to miss the deeper one. The best other local
+  minimum of the candidates is bracketed as well (``second``), and the builder
+  refines it too where it is nearly as good.
+* sigmoid and tanh: their relaxations read tangent points from a table with
+  step 0.01 and jump where an interval end crosses a multiple of 0.01. With
+  grid points on those multiples the loss is smooth inside each lattice cell
+  and its minimum is often just inside a cell end, so every lattice cell gets
+  its centre and points :data:`EDGE` of a lattice step inside both ends (3 per
+  grid cell at step 0.01). On other grids: 4 evenly spaced.
+* GeLU and the convex or concave functions (exp, reciprocal, sqrt, square):
+  the centre (for GeLU this matched brute force to 1e-7 on 1000 sampled
+  entries).
 
 Mirror symmetry (:data:`MIRRORED`). Let ``f`` satisfy ``f(-x) = a + b x + c
 f(x)`` with ``c = +-1`` (sin, tanh: ``c = -1``; sigmoid: ``a = 1, c = -1``;
@@ -54,6 +59,7 @@ from genbab.tables.search import Bracket
 
 __all__ = [
     "EDGE",
+    "KINKED",
     "MIRRORED",
     "canonical_pairs",
     "cell_offsets",
@@ -62,17 +68,21 @@ __all__ = [
     "symmetric",
 ]
 
-#: Edge candidates sit this share of a grid cell inside the cell.
+#: Edge candidates sit this share of a lattice step inside a lattice cell.
 EDGE = 1e-3
 
 #: Functions whose default relaxation jumps where an interval end crosses a
 #: multiple of this step (the tangent-point tables of ``s_shaped``).
 JUMP_STEP = {"sigmoid": s_shaped.TABLE_STEP, "tanh": s_shaped.TABLE_STEP}
 
+#: Grids coarser than this many lattice steps get evenly spaced candidates.
+MAX_LATTICE_CELLS = 10
+
 #: Functions whose area is mirror symmetric (module docs).
 MIRRORED = frozenset({"sigmoid", "tanh", "sin", "cos", "gelu", "square"})
 
-_KINKED = frozenset({"sin", "cos", "gelu"})
+#: Functions whose loss has kinks close together (see the module docs).
+KINKED = frozenset({"sin", "cos"})
 _EVEN4 = (0.125, 0.375, 0.625, 0.875)
 _INF = float("inf")
 
@@ -80,14 +90,23 @@ Area = Callable[[Tensor, Tensor], Tensor]
 
 
 def cell_offsets(key: str, grid: Grid) -> tuple[float, ...]:
-    """Candidate offsets inside a grid cell, increasing and mirror-closed."""
+    """Candidate offsets inside a grid cell, increasing and mirror-closed.
+
+    For a function that jumps on a lattice aligned with the grid, each lattice
+    cell inside the grid cell gets its centre and points :data:`EDGE` of a
+    lattice step inside both ends.
+    """
     if key in JUMP_STEP:
-        return (EDGE, 0.5, 1 - EDGE) if jumps_aligned(key, grid) else _EVEN4
-    return _EVEN4 if key in _KINKED else (0.5,)
+        if not jumps_aligned(key, grid):
+            return _EVEN4
+        r = round(grid.step / JUMP_STEP[key])
+        return tuple((s + o) / r for s in range(r) for o in (EDGE, 0.5, 1 - EDGE))
+    return _EVEN4 if key in KINKED else (0.5,)
 
 
 def jumps_aligned(key: str, grid: Grid) -> bool:
-    """Whether the grid points are multiples of ``key``'s jump step."""
+    """Whether ``key`` jumps on a lattice that the grid points lie on, with at
+    most :data:`MAX_LATTICE_CELLS` lattice steps per grid step."""
     jump = JUMP_STEP.get(key)
     if jump is None:
         return False
@@ -95,15 +114,24 @@ def jumps_aligned(key: str, grid: Grid) -> bool:
     def whole(v: float) -> bool:
         return abs(v / jump - round(v / jump)) < 1e-6
 
-    return whole(grid.range_l) and whole(grid.step)
+    ratio = round(grid.step / jump)
+    return whole(grid.range_l) and whole(grid.step) and ratio <= MAX_LATTICE_CELLS
 
 
 def symmetric(key: str, grid: Grid) -> bool:
-    """Whether the mirror shortcut applies: ``key`` in :data:`MIRRORED` and the
-    grid symmetric about 0 (``x_{n-1-i} = -x_i``)."""
+    """Whether the mirror shortcut applies: ``key`` in :data:`MIRRORED`, the grid
+    symmetric about 0 (``x_{n-1-i} = -x_i``), and no relaxation jumps at the
+    grid points.
+
+    At a jump the value depends on how the point rounds, which differs between
+    ``x`` and ``-x``: for sigmoid and tanh on a grid of multiples of 0.01 an
+    entry's midpoint loss (and so whether the midpoint is kept) would not carry
+    over to its mirror image, so those tables are searched in full.
+    """
     last = grid.range_l + (grid.size - 1) * grid.step
     tol = 1e-9 * grid.step
-    return key in MIRRORED and abs(grid.range_l + last) < tol
+    aligned = jumps_aligned(key, grid)
+    return key in MIRRORED and abs(grid.range_l + last) < tol and not aligned
 
 
 def canonical_pairs(n: int, mirrored: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -133,7 +161,8 @@ def grid_scan(
     mirrored: bool,
     full: Tensor,
     report: Callable[[float], None],
-) -> Bracket:
+    second: bool = False,
+) -> tuple[Bracket, Bracket | None]:
     """Bracket the best cell candidate of every searched entry.
 
     Args:
@@ -145,31 +174,66 @@ def grid_scan(
         offsets: Candidate offsets inside each cell (:func:`cell_offsets`).
         mirrored: Search only ``i + j <= n - 1`` (:func:`symmetric` must hold);
             the right-hand areas are then mirrored left-hand ones.
-        full: ``[pairs]`` areas of all entries, packed.
+        full: Areas of the searched entries (:func:`canonical_pairs` order).
         report: Progress callback, fractions in ``[0, 1]`` of this scan.
+        second: Also bracket the best other local minimum of the candidates
+            (more than two candidates away from the best one).
 
     Returns:
-        Brackets of the entries of :func:`canonical_pairs`, in that order.
+        Brackets of the entries of :func:`canonical_pairs`, in that order, and
+        with ``second`` the brackets of the runners-up (``fx = inf`` where an
+        entry has none).
     """
     n = ends[0].numel()
     lefts, rights = _area_tables(area, ends, offsets, mirrored, report)
     _, _, cpacked = canonical_pairs(n, mirrored)
     slot = torch.full((n * (n - 1) // 2,), -1, dtype=torch.long)
     slot[cpacked] = torch.arange(cpacked.numel())
-    fields = _empty_fields(cpacked.numel(), full.dtype)
+    count = cpacked.numel()
+    fields = _empty_fields(count, full.dtype)
+    others = _empty_fields(count, full.dtype) if second else None
     for d in range(1, n):
         rows = n - d if not mirrored else (n - 1 - d) // 2 + 1
         i = torch.arange(rows)
         at = slot[i * (2 * n - i - 1) // 2 + (d - 1)]  # (i, i + d) in the output
-        vals = [
-            le[:rows, :d] + ri[d : d + rows, n - d :]
-            for le, ri in zip(lefts, rights, strict=True)
-        ]
-        found = _bracket_cells(vals, offsets, full[cpacked[at]], d)
-        for name, field in fields.items():
-            field[at] = getattr(found, name)
+        vals = torch.stack(
+            [
+                le[:rows, :d] + ri[d : d + rows, n - d :]
+                for le, ri in zip(lefts, rights, strict=True)
+            ],
+            dim=2,
+        ).flatten(1)  # [rows, d * m]: cell by cell, offsets within a cell
+        f = full[at]
+        best = vals.argmin(dim=1)
+        _store(fields, at, _bracket_column(vals, best, offsets, f, d))
+        if others is not None:
+            runner_up = _runner_up(vals, best, f)
+            found = _bracket_column(vals, runner_up.clamp(min=0), offsets, f, d)
+            found.fx[runner_up < 0] = _INF
+            _store(others, at, found)
     report(1.0)
-    return Bracket(**fields)
+    return Bracket(**fields), None if others is None else Bracket(**others)
+
+
+def _store(fields: dict[str, Tensor], at: Tensor, found: Bracket) -> None:
+    for name, field in fields.items():
+        field[at] = getattr(found, name)
+
+
+def _runner_up(vals: Tensor, best: Tensor, full: Tensor) -> Tensor:
+    """Column of the best local minimum more than two columns from ``best``.
+
+    Returns -1 where there is none.
+    """
+    padded = torch.cat([full[:, None], vals, full[:, None]], dim=1)
+    centre = padded[:, 1:-1]
+    local = (centre <= padded[:, :-2]) & (centre <= padded[:, 2:])
+    cols = torch.arange(vals.shape[1])
+    far = (cols[None, :] - best[:, None]).abs() > 2
+    masked = torch.where(local & far, vals, _INF)
+    found = masked.argmin(dim=1)
+    none = torch.isinf(masked.gather(1, found[:, None])[:, 0])
+    return torch.where(none, -1, found)
 
 
 def _area_tables(
@@ -223,38 +287,30 @@ def _empty_fields(count: int, dtype: torch.dtype) -> dict[str, Tensor]:
     return fields
 
 
-def _bracket_cells(
-    vals: list[Tensor], offsets: tuple[float, ...], full: Tensor, d: int
+def _bracket_column(
+    vals: Tensor, col: Tensor, offsets: tuple[float, ...], full: Tensor, d: int
 ) -> Bracket:
-    """Bracket the best candidate among cells, given per-offset losses.
+    """Bracket around candidate column ``col`` of each row.
 
     Args:
-        vals: Per offset, ``[N, d]`` losses of the candidate at that offset in
-            each of the ``d`` cells.
-        offsets: The offsets (increasing, in cell units).
+        vals: ``[N, d * m]`` candidate losses, cell by cell, ``m`` offsets each.
+        col: ``[N]`` the chosen columns.
+        offsets: The ``m`` offsets (increasing, in cell units).
         full: ``[N]`` losses at ``t = 0`` and ``t = 1``.
         d: Number of cells.
 
     Returns:
-        The bracket from the previous to the next candidate (in the order cell
-        by cell, offsets within a cell) around the best one.
+        The bracket from the previous to the next candidate (``t = 0`` and ``1``
+        beyond the ends).
     """
     m = len(offsets)
+    where = torch.tensor(offsets, dtype=full.dtype)
     rows = torch.arange(full.numel())
-    mins = [v.min(dim=1) for v in vals]
-    family = torch.stack([mn.values for mn in mins]).argmin(dim=0)
-    cell = torch.stack([mn.indices for mn in mins]).gather(0, family[None])[0]
-    col = cell * m + family  # position in the interleaved order
 
     def at(c: Tensor) -> tuple[Tensor, Tensor]:
-        """Position and loss of interleaved column ``c`` (0 / 1 beyond the ends)."""
         inside = c.clamp(0, d * m - 1)
-        fam, cl = inside % m, inside // m
-        value, pos = full.clone(), torch.zeros_like(full)
-        for number, offset in enumerate(offsets):
-            pick = fam == number
-            value = torch.where(pick, vals[number][rows, cl], value)
-            pos = torch.where(pick, (cl.to(full.dtype) + offset) / d, pos)
+        pos = ((inside // m).to(full.dtype) + where[inside % m]) / d
+        value = vals[rows, inside]
         before, after = c < 0, c >= d * m
         value = torch.where(before | after, full, value)
         pos = torch.where(before, 0.0, torch.where(after, 1.0, pos))

@@ -8,7 +8,8 @@ the last one ``<= range_u``). A one-input table has one entry per pair
 
 Lookup of an interval ``[l, u]`` uses the innermost grid interval contained in
 it: ``i = ceil((l - range_l) / step)``, ``j = floor((u - range_l) / step)``,
-valid only where ``i < j``, ``range_l <= l`` and ``u <= range_u``.
+valid only where ``i < j``, ``range_l <= l`` and ``u <= range_u`` (ends within
+:data:`SNAP` steps of a grid point count as on it, against rounding).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Grid", "pair_count", "pair_index"]
+__all__ = ["SNAP", "Grid", "pair_count", "pair_index"]
+
+#: Ends this close to a grid point (in steps) are taken as on it.
+SNAP = 1e-6
 
 # Slack when counting grid points, so that a range that is a whole number of
 # steps (10 / 0.01) is not cut short by the rounding of the division.
@@ -82,10 +86,15 @@ class Grid:
         """
         lo, hi = lower.double(), upper.double()
         n = self.size
-        fi = torch.ceil((lo - self.range_l) / self.step)
-        fj = torch.floor((hi - self.range_l) / self.step)
+        # An end within SNAP index units of a grid point counts as on it, so that
+        # an interval whose ends are grid points (up to rounding) finds its own
+        # entry. The cell may then start (end) a hair outside [l, u], but a
+        # stored point is at least a 1/65536 of the cell inside it.
+        fi = torch.ceil((lo - self.range_l) / self.step - SNAP)
+        fj = torch.floor((hi - self.range_l) / self.step + SNAP)
         valid = (
-            (lo >= self.range_l) & (hi <= self.range_u)
+            (lo >= self.range_l - SNAP * self.step)
+            & (hi <= self.range_u + SNAP * self.step)
             & (fi >= 0) & (fj <= n - 1) & (fi < fj)
         )  # fmt: skip
         i = torch.where(valid, fi, 0.0).long().clamp(0, n - 1)

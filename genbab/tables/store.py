@@ -44,6 +44,7 @@ from genbab.tables.grid import Grid
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
+    "QUANT",
     "StoredTable",
     "TableError",
     "TableInfo",
@@ -56,6 +57,10 @@ __all__ = [
 FORMAT_VERSION = 1
 
 MANIFEST = "manifest.json"
+
+#: Stored positions are ``q / QUANT`` with ``q`` a uint16 in ``[1, QUANT - 1]``:
+#: always strictly inside the grid interval, and 1/2 is exact.
+QUANT = 65536
 
 KINDS = ("unary", "mul")
 
@@ -281,6 +286,7 @@ def _atomic_write(path: Path, raw: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; tables are shared files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
