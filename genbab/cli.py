@@ -219,6 +219,8 @@ def _add_run_command(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_tables_command(sub: Any) -> None:
+    from genbab.tables.keys import ALL_KEYS  # no torch import
+
     loud = _loudness_options()
     tables = sub.add_parser(
         "tables",
@@ -241,7 +243,7 @@ def _add_tables_command(sub: Any) -> None:
         default="all",
         metavar="LIST",
         help="comma-separated functions, or 'all' (default); known: "
-        + ",".join(_table_keys()),
+        + ",".join(ALL_KEYS),
     )
     build.add_argument(
         "--range-lower", type=_finite_float, default=-5.0, metavar="L",
@@ -569,7 +571,7 @@ def _cmd_tables_build(args: argparse.Namespace) -> int:
         args.parser.error(str(exc))
     out = Path(args.out) if args.out else _default_table_dir()
     if args.missing_only:
-        specs = _stale_specs(out, specs)
+        specs = make.stale_specs(out, specs)
         if not specs:
             logger.info("all requested tables in %s are current", out)
             return 0
@@ -582,20 +584,8 @@ def _cmd_tables_build(args: argparse.Namespace) -> int:
     except (OSError, ValueError, RuntimeError, GenbabError) as exc:
         logger.error("cannot build tables: %s", one_line(exc))
         return 1
-    print(_format_build_summary(infos, time.monotonic() - started), flush=True)
+    print(make.format_build_summary(infos, time.monotonic() - started), flush=True)
     return 0
-
-
-def _stale_specs(out: Path, specs: list[Any]) -> list[Any]:
-    from genbab.tables import make
-
-    todo = []
-    for spec in specs:
-        reason = make.needs_build(out, spec)
-        if reason is not None:
-            logger.info("%s: rebuilding (%s)", spec.key, reason)
-            todo.append(spec)
-    return todo
 
 
 def _build_with_progress(args: argparse.Namespace, specs: list[Any], out: Path):
@@ -630,20 +620,9 @@ def _build_with_progress(args: argparse.Namespace, specs: list[Any], out: Path):
             )
 
 
-def _format_build_summary(infos: list[Any], seconds: float) -> str:
-    lines = [f"{'function':<11} {'entries':>9} {'seconds':>8} {'loss/midpoint':>13}"]
-    for info in infos:
-        lines.append(
-            f"{info.key:<11} {info.entries:>9} {info.extra['build_seconds']:>8.1f}"
-            f" {info.extra['loss_ratio']:>13.4f}"
-        )
-    lines.append(f"{'total':<11} {sum(i.entries for i in infos):>9} {seconds:>8.1f}")
-    return "\n".join(lines)
-
-
 def _cmd_tables_show(args: argparse.Namespace) -> int:
     from genbab.tables import make
-    from genbab.tables.store import FORMAT_VERSION, TableError
+    from genbab.tables.store import TableError
 
     folder = Path(args.directory) if args.directory else _default_table_dir()
     try:
@@ -651,21 +630,7 @@ def _cmd_tables_show(args: argparse.Namespace) -> int:
     except TableError as exc:
         logger.error("%s", one_line(exc))
         return 1
-    header = (
-        f"{'function':<11} {'range':<18} {'step':>6} {'entries':>9} {'version':>7}"
-        f" {'size':>9}  status"
-    )
-    lines = [f"{folder} (format version {FORMAT_VERSION})", header]
-    for status in statuses:
-        info = status.info
-        grid = info.grid
-        size = info.extra.get("bytes")
-        lines.append(
-            f"{info.key:<11} {f'[{grid.range_l:g}, {grid.range_u:g}]':<18}"
-            f" {grid.step:>6g} {info.entries:>9} {FORMAT_VERSION:>7}"
-            f" {_size(size):>9}  {status.problem or 'ok'}"
-        )
-    print("\n".join(lines), flush=True)
+    print(make.format_folder(folder, statuses), flush=True)
     return 0 if all(s.usable for s in statuses) else 1
 
 
@@ -675,24 +640,17 @@ def _default_table_dir() -> Path:
     return default_directory()
 
 
-def _table_keys() -> tuple[str, ...]:
-    # Kept in sync with genbab.tables.make.ALL_KEYS (checked by a test) without
-    # importing torch while the parser is built.
-    return (
-        "gelu", "sin", "cos", "sigmoid", "tanh", "exp", "reciprocal", "sqrt",
-        "square", "mul",
-    )  # fmt: skip
-
-
 def _function_list(text: str) -> list[str]:
+    from genbab.tables.keys import ALL_KEYS
+
     words = [w.strip() for w in text.split(",") if w.strip()]
     if words == ["all"]:
-        return list(_table_keys())
-    unknown = [w for w in words if w not in _table_keys()]
+        return list(ALL_KEYS)
+    unknown = [w for w in words if w not in ALL_KEYS]
     if unknown or not words:
         raise argparse.ArgumentTypeError(
             f"unknown function '{','.join(unknown) or text}'"
-            f" (known: {','.join(_table_keys())}, or all)"
+            f" (known: {','.join(ALL_KEYS)}, or all)"
         )
     return list(dict.fromkeys(words))
 
@@ -705,12 +663,6 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
     return value
-
-
-def _size(size: Any) -> str:
-    if not isinstance(size, int):
-        return "?"
-    return f"{size / 1024:.0f} KiB" if size < 1 << 20 else f"{size / 2**20:.1f} MiB"
 
 
 # --- helpers ------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from genbab.cli import _table_keys, main
+from genbab.cli import main
 from genbab.tables import (
     FORMAT_VERSION,
     BranchingPoints,
@@ -109,6 +109,22 @@ def test_points_use_the_stored_point_of_the_innermost_cell(built):
     assert torch.equal(points.points("tanh", lo, hi), expected)
 
 
+def test_scaled_mode_applies_the_position_to_the_interval(built):
+    cell = load_branching_points(built)
+    scaled = load_branching_points(built, mode="scaled")
+    lo = torch.tensor([-1.234, 0.011, -3.0], dtype=F64)
+    hi = torch.tensor([0.987, 1.4999, 0.0], dtype=F64)
+    grid = read_manifest(built)["sin"].grid
+    i, j, valid = grid.cell(lo, hi)
+    x = grid.points()
+    t = (cell.points("sin", lo, hi) - x[i]) / (x[j] - x[i])
+    got = scaled.points("sin", lo, hi)
+    assert torch.allclose(got[:2], (lo + t * (hi - lo))[:2], rtol=0, atol=1e-12)
+    assert got[2] == -1.5  # outside the range: midpoint in both modes
+    with pytest.raises(ValueError, match="unknown lookup mode"):
+        load_branching_points(built, mode="nearest")
+
+
 def test_midpoint_outside_the_table(built):
     points = load_branching_points(built)
     lo = torch.tensor([-3.0, 1.0, 0.51, 0.2, -1.5, 0.7], dtype=F64)
@@ -120,9 +136,10 @@ def test_midpoint_outside_the_table(built):
     assert torch.equal(points.points("log", lo, hi), (lo + hi) / 2)  # no table
 
 
+@pytest.mark.parametrize("mode", ["cell", "scaled"])
 @pytest.mark.parametrize("key", ALL_KEYS)
-def test_points_strictly_inside(built, key):
-    points = load_branching_points(built)
+def test_points_strictly_inside(built, key, mode):
+    points = load_branching_points(built, mode=mode)
     gen = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.float64):
         base = 0.0 if key in ("reciprocal", "sqrt") else -2.0
@@ -136,7 +153,8 @@ def test_points_strictly_inside(built, key):
             p = points.points(key, lo, hi)
         assert p.dtype == dtype and p.shape == lo.shape
         assert ((p > lo) & (p < hi)).all(), key
-        assert (p != (lo + hi) / 2).any() or key in ("mul", "square")
+        differs = (p != (lo + hi) / 2).any()
+        assert differs or key in ("mul", "square") and mode == "scaled"
 
 
 def test_points_broadcast_and_keep_dtype(built):
@@ -361,8 +379,13 @@ def test_cli_usage_errors(extra, tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_cli_knows_every_table():
-    assert set(_table_keys()) == set(ALL_KEYS)
+def test_keys_module_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, genbab.tables.keys, genbab.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 # --- the shipped tables ------------------------------------------------------------

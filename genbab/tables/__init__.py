@@ -19,20 +19,18 @@ with exponent 2 (:func:`table_key` maps an op to its key), plus ``"mul"``.
 lists them. Modules: :mod:`.objective` (the loss), :mod:`.search` and
 :mod:`.cells` (the vectorised search), :mod:`.build` (building one table),
 :mod:`.grid` (grid and lookup rule), :mod:`.store` (file format),
-:mod:`.lookup` (:class:`BranchingPoints`), :mod:`.make` (what the CLI calls).
+:mod:`.lookup` (:class:`BranchingPoints`), :mod:`.make` (what the CLI calls),
+:mod:`.keys` (the keys). Names are imported lazily, so importing
+``genbab.tables.keys`` does not load torch.
 """
 
 from __future__ import annotations
 
-from genbab.tables.lookup import (
-    BranchingPoints,
-    default_directory,
-    load_branching_points,
-)
-from genbab.tables.objective import MUL_KEY, UNARY_KEYS, table_key
-from genbab.tables.store import FORMAT_VERSION, TableError
+import importlib
+from typing import Any
 
 __all__ = [
+    "ALL_KEYS",
     "FORMAT_VERSION",
     "MUL_KEY",
     "UNARY_KEYS",
@@ -42,3 +40,30 @@ __all__ = [
     "load_branching_points",
     "table_key",
 ]
+
+_LAZY = {
+    "ALL_KEYS": "genbab.tables.keys",
+    "MUL_KEY": "genbab.tables.keys",
+    "UNARY_KEYS": "genbab.tables.keys",
+    "table_key": "genbab.tables.keys",
+    "FORMAT_VERSION": "genbab.tables.store",
+    "TableError": "genbab.tables.store",
+    "BranchingPoints": "genbab.tables.lookup",
+    "default_directory": "genbab.tables.lookup",
+    "load_branching_points": "genbab.tables.lookup",
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        message = f"module 'genbab.tables' has no attribute '{name}'"
+        raise AttributeError(message) from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -27,8 +27,10 @@ from genbab.tables.build import (
 )
 from genbab.tables.cells import cell_offsets, symmetric
 from genbab.tables.grid import Grid
-from genbab.tables.objective import MUL_KEY, UNARY_KEYS, interval_area, mul_volume
+from genbab.tables.keys import ALL_KEYS, MUL_KEY
+from genbab.tables.objective import interval_area, mul_volume
 from genbab.tables.store import (
+    FORMAT_VERSION,
     TableError,
     TableInfo,
     read_manifest,
@@ -45,8 +47,11 @@ __all__ = [
     "build_one",
     "build_tables",
     "folder_status",
+    "format_build_summary",
+    "format_folder",
     "needs_build",
     "probe_areas",
+    "stale_specs",
     "table_specs",
 ]
 
@@ -54,11 +59,6 @@ logger = logging.getLogger(__name__)
 
 #: Version of the objective and search; recorded in the manifest (provenance).
 GENERATOR_VERSION = 1
-
-#: Every table key, in build order (the slow ones first, for parallel builds).
-ALL_KEYS: tuple[str, ...] = ("gelu", "sin", "cos") + tuple(
-    k for k in UNARY_KEYS if k not in ("gelu", "sin", "cos")
-) + (MUL_KEY,)  # fmt: skip
 
 #: Functions defined for positive inputs only, and the lowest grid point used.
 POSITIVE_ONLY = frozenset({"reciprocal", "sqrt"})
@@ -323,3 +323,50 @@ def needs_build(directory: str | Path, spec: TableSpec) -> str | None:
     except TableError as exc:
         return str(exc)
     return _staleness(spec.key, info)
+
+
+def stale_specs(directory: str | Path, specs: Sequence[TableSpec]) -> list[TableSpec]:
+    """The specs that :func:`needs_build` says to (re)build; logs why."""
+    todo = []
+    for spec in specs:
+        reason = needs_build(directory, spec)
+        if reason is not None:
+            logger.info("%s: rebuilding (%s)", spec.key, reason)
+            todo.append(spec)
+    return todo
+
+
+def format_build_summary(infos: Sequence[TableInfo], seconds: float) -> str:
+    """Table of what a build wrote: entries, seconds, loss ratio to midpoints."""
+    lines = [f"{'function':<11} {'entries':>9} {'seconds':>8} {'loss/midpoint':>13}"]
+    for info in infos:
+        lines.append(
+            f"{info.key:<11} {info.entries:>9} {info.extra['build_seconds']:>8.1f}"
+            f" {info.extra['loss_ratio']:>13.4f}"
+        )
+    lines.append(f"{'total':<11} {sum(i.entries for i in infos):>9} {seconds:>8.1f}")
+    return "\n".join(lines)
+
+
+def format_folder(folder: Path, statuses: Sequence[TableStatus]) -> str:
+    """Listing of a folder's tables: range, step, entries, version, size, status."""
+    lines = [
+        f"{folder} (format version {FORMAT_VERSION})",
+        f"{'function':<11} {'range':<18} {'step':>6} {'entries':>9} {'version':>7}"
+        f" {'size':>9}  status",
+    ]
+    for status in statuses:
+        info, grid = status.info, status.info.grid
+        span = f"[{grid.range_l:g}, {grid.range_u:g}]"
+        lines.append(
+            f"{info.key:<11} {span:<18} {grid.step:>6g} {info.entries:>9}"
+            f" {FORMAT_VERSION:>7} {_size(info.extra.get('bytes')):>9}"
+            f"  {status.problem or 'ok'}"
+        )
+    return "\n".join(lines)
+
+
+def _size(size: Any) -> str:
+    if not isinstance(size, int):
+        return "?"
+    return f"{size / 1024:.0f} KiB" if size < 1 << 20 else f"{size / 2**20:.1f} MiB"

@@ -25,6 +25,7 @@ from torch import Tensor
 from genbab.bounds.relax import UNARY_FAMILIES, UnaryFamily
 from genbab.bounds.relax.bivariate import relax_mul
 from genbab.bounds.relax.convex import pow_family
+from genbab.tables.keys import MUL_KEY, UNARY_KEYS, table_key
 
 __all__ = [
     "MUL_KEY",
@@ -36,30 +37,6 @@ __all__ = [
     "table_key",
     "unary_relax_family",
 ]
-
-#: The one-input functions genbab builds tables for.
-UNARY_KEYS: tuple[str, ...] = (
-    "sigmoid", "tanh", "sin", "cos", "gelu", "exp", "reciprocal", "sqrt", "square",
-)  # fmt: skip
-
-#: Key of the multiplication table (split ``x`` of ``x * y``).
-MUL_KEY = "mul"
-
-
-def table_key(func: str, param: float | None = None) -> str | None:
-    """The table key of a ``Unary`` op, or None if genbab has no table for it.
-
-    Args:
-        func: ``node.op.func`` (``"sigmoid"``, ``"pow"``, ...).
-        param: ``node.op.param`` (the exponent of ``pow``), else None.
-
-    Returns:
-        ``func`` itself for the functions of :data:`UNARY_KEYS`, ``"square"`` for
-        ``pow`` with exponent 2, None otherwise.
-    """
-    if func == "pow":
-        return "square" if param is not None and float(param) == 2.0 else None
-    return func if func in UNARY_KEYS and param is None else None
 
 
 def unary_relax_family(key: str) -> UnaryFamily:
