@@ -219,8 +219,6 @@ def _add_run_command(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_tables_command(sub: Any) -> None:
-    from genbab.tables.keys import ALL_KEYS  # no torch import
-
     loud = _loudness_options()
     tables = sub.add_parser(
         "tables",
@@ -230,6 +228,21 @@ def _add_tables_command(sub: Any) -> None:
         " relaxations.",
     )
     actions = tables.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _add_tables_build(actions, loud)
+    show = actions.add_parser(
+        "show",
+        parents=[loud],
+        help="list the tables of a folder",
+        description="List the tables of a folder: function, range, step, entries,"
+        " format version, file size, and whether each can be used.",
+    )
+    show.add_argument("directory", nargs="?", metavar="DIR", help="table folder")
+    show.set_defaults(command=_cmd_tables_show, parser=show)
+
+
+def _add_tables_build(actions: Any, loud: argparse.ArgumentParser) -> None:
+    from genbab.tables.keys import ALL_KEYS  # no torch import
+
     build = actions.add_parser(
         "build",
         parents=[loud],
@@ -274,15 +287,6 @@ def _add_tables_command(sub: Any) -> None:
         " version or range/step, or stale",
     )
     build.set_defaults(command=_cmd_tables_build, parser=build)
-    show = actions.add_parser(
-        "show",
-        parents=[loud],
-        help="list the tables of a folder",
-        description="List the tables of a folder: function, range, step, entries,"
-        " format version, file size, and whether each can be used.",
-    )
-    show.add_argument("directory", nargs="?", metavar="DIR", help="table folder")
-    show.set_defaults(command=_cmd_tables_show, parser=show)
 
 
 def _loudness_options() -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from genbab.tables.grid import Grid, pair_index
-from genbab.tables.objective import MUL_KEY
+from genbab.tables.keys import MUL_KEY
 from genbab.tables.store import (
     QUANT,
     StoredTable,
