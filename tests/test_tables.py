@@ -207,6 +207,7 @@ def test_manifest_contents(built):
     assert data["tables"]["mul"]["grid_y"] == data["tables"]["mul"]["grid"]
     for key in ("generator", "probe", "build_seconds", "loss_ratio"):
         assert key in entry
+    assert entry["torch_threads"] == torch.get_num_threads() == 1
 
 
 def test_all_tables_load_without_warnings(built, caplog):

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -113,12 +113,14 @@ class BuiltTable:
         loss: Loss of the stored points, ``[entries]`` float64.
         midpoint_loss: Loss of the midpoints, ``[entries]``.
         seconds: Wall time of the build.
+        threads: torch threads of the process that built it.
     """
 
     codes: Tensor
     loss: Tensor
     midpoint_loss: Tensor
     seconds: float
+    threads: int = field(default_factory=torch.get_num_threads)
 
 
 @dataclass(frozen=True)

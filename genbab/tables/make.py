@@ -245,7 +245,7 @@ def _info(spec: TableSpec, built: BuiltTable, opts: SearchOptions) -> TableInfo:
         },
         "probe": probe_areas(spec),
         "build_seconds": round(built.seconds, 2),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": built.threads,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "loss_ratio": round(ratio, 6),
         "mean_loss_ratio": round(mean, 6),
