@@ -95,7 +95,7 @@ def test_innermost_cell():
 
 
 def test_points_use_the_stored_point_of_the_innermost_cell(built):
-    points = load_branching_points(built)
+    points = load_branching_points(built, mode="cell")
     info = read_manifest(built)["tanh"]
     codes = read_table(built, info).codes
     grid = info.grid
@@ -110,8 +110,8 @@ def test_points_use_the_stored_point_of_the_innermost_cell(built):
 
 
 def test_scaled_mode_applies_the_position_to_the_interval(built):
-    cell = load_branching_points(built)
-    scaled = load_branching_points(built, mode="scaled")
+    cell = load_branching_points(built, mode="cell")
+    scaled = load_branching_points(built)  # the default
     lo = torch.tensor([-1.234, 0.011, -3.0], dtype=F64)
     hi = torch.tensor([0.987, 1.4999, 0.0], dtype=F64)
     grid = read_manifest(built)["sin"].grid

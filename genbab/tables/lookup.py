@@ -4,11 +4,11 @@ For an interval ``[l, u]`` the table entry is the innermost grid interval
 ``[g_l, g_u]`` inside it (:meth:`genbab.tables.grid.Grid.cell`), with the stored
 relative position ``t`` in ``(0, 1)``. Two ways to turn it into a point:
 
-* ``mode="cell"`` (default, as in alpha-beta-CROWN): the point stored for the
+* ``mode="cell"`` (as in alpha-beta-CROWN): the point stored for the
   entry, ``g_l + t (g_u - g_l)``. Since ``l <= g_l < g_u <= u`` it lies strictly
   inside ``(l, u)``.
-* ``mode="scaled"``: the same relative position in the interval itself, ``l +
-  t (u - l)``. On random intervals that are not grid intervals this was about
+* ``mode="scaled"`` (default): the same relative position in the interval
+  itself, ``l + t (u - l)``. On random intervals that are not grid intervals this was about
   1% better than ``"cell"`` for every function (``benchmarks/bench_tables.py``,
   columns ``off t/mid`` and ``off rel/mid``); for ``mul`` and ``square``, whose
   best split is always the midpoint, ``"cell"`` is worse than the midpoint and
@@ -57,7 +57,7 @@ def default_directory() -> Path:
 
 
 def load_branching_points(
-    directory: str | os.PathLike[str] | None = None, *, mode: str = "cell"
+    directory: str | os.PathLike[str] | None = None, *, mode: str = "scaled"
 ) -> BranchingPoints:
     """Load the branching-point tables of a folder.
 
@@ -130,7 +130,7 @@ class BranchingPoints:
         mode: ``"cell"`` or ``"scaled"`` (module docs).
     """
 
-    def __init__(self, tables: dict[str, StoredTable], mode: str = "cell") -> None:
+    def __init__(self, tables: dict[str, StoredTable], mode: str = "scaled") -> None:
         _check_mode(mode)
         self.mode = mode
         self._tables = {key: _Table(stored) for key, stored in tables.items()}
