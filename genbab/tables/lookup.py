@@ -10,9 +10,9 @@ relative position ``t`` in ``(0, 1)``. Two ways to turn it into a point:
 * ``mode="scaled"`` (default): the same relative position in the interval
   itself, ``l + t (u - l)``. On random intervals that are not grid intervals
   this was about 1% better than ``"cell"`` for every function
-  (``benchmarks/bench_tables.py``, columns ``off t/mid`` and ``off rel/mid``); for ``mul`` and ``square``, whose
-  best split is always the midpoint, ``"cell"`` is worse than the midpoint and
-  ``"scaled"`` gives it exactly.
+  (``benchmarks/bench_tables.py``, columns ``off t/mid`` and ``off rel/mid``);
+  for ``mul`` and ``square``, whose best split is always the midpoint,
+  ``"cell"`` is worse than the midpoint and ``"scaled"`` gives it exactly.
 
 Either way the result is checked (after the cast to the bounds' dtype), and the
 midpoint is used wherever the check fails, the entry is invalid (interval
