@@ -22,11 +22,16 @@ from torch import Tensor
 
 from genbab.bounds import attention, nonlinear, piecewise  # noqa: F401  (rules)
 from genbab.bounds.box import Bounds, Box, check_finite
+from genbab.bounds.nonlinear import monotone_direction
 from genbab.bounds.rules import rule_for
 from genbab.errors import BoundsError
 from genbab.model.graph import Graph, Node
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_ELEMENTS = 1 << 23
+"""Default cap on the entries of one coefficient tensor of a CROWN pass (8 Mi:
+64 MiB in float64); wider values are bounded a chunk of rows at a time."""
 
 # Parameters of the optimizable relaxations: node name -> tensor ``[P, B, S, *shape]``.
 Params = dict[str, Tensor]
@@ -51,13 +56,23 @@ class Engine:
 
     Holds per-node caches (the transposed linear maps); cheap to keep around for a
     whole verification run.
+
+    Attributes:
+        graph: The graph bounded.
+        dtype: Floating dtype of the bounds.
+        device: Where the bounds are computed.
+        max_elements: Cap on the entries of one coefficient tensor
+            ``[B, rows, *shape]`` in the passes of :meth:`crown_value`, which
+            bounds a wide value a chunk of rows at a time to stay within it.
     """
 
     graph: Graph
     dtype: torch.dtype = torch.float64
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    max_elements: int = DEFAULT_MAX_ELEMENTS
     _vjps: dict[str, tuple[Tensor, Callable]] = field(default_factory=dict)
     _shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    _widths: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._shapes = {self.graph.input_name: self.graph.input_shape}
@@ -70,20 +85,30 @@ class Engine:
         return self._shapes[name]
 
     # ------------------------------------------------------------------ intervals
-    def interval(self, box: Box, bounds: Bounds | None = None) -> Bounds:
+    def interval(
+        self, box: Box, bounds: Bounds | None = None, after: str | None = None
+    ) -> Bounds:
         """Interval bounds of every value, tightened by any ``bounds`` given.
 
         Args:
             box: The input boxes ``[B, *input_shape]``.
             bounds: Known bounds (e.g. from CROWN or branching) that are
                 intersected with the interval ones where present.
+            after: If given, ``bounds`` must hold every node up to and
+                including this one; they are kept as they are and only the
+                nodes after it are recomputed.
 
         Returns:
             Bounds of the input and of every node.
         """
         known = bounds or {}
         out: Bounds = {self.graph.input_name: (box.lower, box.upper)}
-        for node in self.graph.nodes:
+        first = 0
+        if after is not None:
+            first = self._order[after] + 1
+            for node in self.graph.nodes[:first]:
+                out[node.name] = known[node.name]
+        for node in self.graph.nodes[first:]:
             lo, hi = self._node_interval(node, out)
             if node.name in known:
                 klo, khi = known[node.name]
@@ -202,31 +227,103 @@ class Engine:
         bounds: Bounds,
         params: Params | None = None,
         forms: dict[str, tuple[LinearForm, LinearForm]] | None = None,
+        deadline: float | None = None,
     ) -> tuple[Tensor, Tensor]:
         """CROWN lower and upper bounds of every neuron of value ``name``.
 
+        The ``2 n`` rows (``+e_i`` for the lower bounds, ``-e_i`` for the upper
+        ones) are propagated in chunks so that no coefficient tensor of the pass
+        holds more than about :attr:`max_elements` entries (see
+        :meth:`rows_per_pass`); every row is bounded on its own, so the result
+        does not depend on the chunking.
+
         Args:
+            name: The value.
+            box: Input boxes ``[B, *input_shape]``.
+            bounds: See :meth:`backward`.
+            params: See :meth:`backward`; ``[P, B, 2 n, *shape]`` per node (rows
+                as above), or with a spec dimension of 1.
             forms: If given, ``forms[name]`` is set to the linear lower and upper
                 bounds of the value in terms of the input (coefficients
                 ``[B, n, *input_shape]``, bias ``[B, n]`` with ``n`` its size).
+            deadline: ``time.monotonic()`` value; chunks not started by then
+                are skipped and their neurons get ``-inf`` / ``+inf`` (callers
+                intersect with interval bounds). Not allowed with ``forms``.
 
         Returns:
             ``(lower, upper)``, each ``[B, *shape(name)]``.
         """
+        if deadline is not None and forms is not None:
+            raise ValueError("crown_value: a deadline cannot be combined with forms")
         shape = self.shape(name)
         n = _numel(shape)
         B = box.batch
-        eye = torch.eye(n, dtype=box.lower.dtype, device=box.lower.device)
-        coeffs = torch.cat([eye, -eye]).reshape(1, 2 * n, *shape).expand(B, -1, *shape)
-        form = self.backward(name, coeffs, bounds, params)
-        value = box.concretize(form.coeffs, form.bias)
+        lo, hi = box.lower, box.upper
+        # Rows not bounded (past the deadline) keep value -inf: no bound.
+        value = lo.new_full((B, 2 * n), -float("inf"))
+        parts: list[tuple[Tensor, Tensor]] = []
+        for b0, b1, r0, r1 in self._chunks(name, B, 2 * n):
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            rows = torch.arange(r0, r1, device=lo.device)
+            coeffs = lo.new_zeros(r1 - r0, n)
+            sign = torch.where(rows < n, 1.0, -1.0).to(lo.dtype)
+            coeffs[torch.arange(r1 - r0, device=lo.device), rows % n] = sign
+            coeffs = coeffs.reshape(1, r1 - r0, *shape).expand(b1 - b0, -1, *shape)
+            whole = (b0, b1) == (0, B)
+            form = self.backward(
+                name,
+                coeffs,
+                bounds if whole else _slice_bounds(bounds, b0, b1),
+                _slice_params(params, b0, b1, r0, r1, whole),
+            )
+            sub_box = box if whole else Box(lo[b0:b1], hi[b0:b1])
+            value[b0:b1, r0:r1] = sub_box.concretize(form.coeffs, form.bias)
+            if forms is not None:
+                parts.append((form.coeffs, form.bias))
         if forms is not None:
-            low = LinearForm(form.coeffs[:, :n], form.bias[:, :n])
-            up = LinearForm(-form.coeffs[:, n:], -form.bias[:, n:])
-            forms[name] = (low, up)
+            forms[name] = _join_forms(parts, n)
         lower = value[:, :n].reshape(B, *shape)
         upper = -value[:, n:].reshape(B, *shape)
         return lower, upper
+
+    def rows_per_pass(self, name: str, batch: int) -> int:
+        """How many rows of ``name`` one backward pass takes for ``batch`` domains.
+
+        The pass from ``name`` holds coefficients ``[batch, rows, *shape(v)]`` on
+        the values ``v`` it visits (the ancestors of ``name``); the rows are as
+        many as keep the largest of these within :attr:`max_elements` (at least
+        one).
+        """
+        width = self._path_width(name)
+        return max(1, self.max_elements // max(1, batch * width))
+
+    def _chunks(self, name: str, batch: int, rows: int):
+        """``(b0, b1, r0, r1)`` blocks of domains and rows, each one pass."""
+        width = self._path_width(name)
+        per_domain = max(1, self.max_elements // max(1, width))
+        step_b = batch if per_domain >= batch else per_domain
+        for b0 in range(0, batch, step_b):
+            b1 = min(batch, b0 + step_b)
+            step_r = self.rows_per_pass(name, b1 - b0)
+            for r0 in range(0, rows, step_r):
+                yield b0, b1, r0, min(rows, r0 + step_r)
+
+    def _path_width(self, name: str) -> int:
+        """Largest per-domain size of a value the backward pass from ``name``
+        visits (its ancestors, itself and the graph input)."""
+        if name not in self._widths:
+            widest = _numel(self.graph.input_shape)
+            seen, todo = set(), [name]
+            while todo:
+                v = todo.pop()
+                if v in seen or v == self.graph.input_name:
+                    continue
+                seen.add(v)
+                widest = max(widest, _numel(self.shape(v)))
+                todo.extend(self.graph.node(v).inputs)
+            self._widths[name] = widest
+        return self._widths[name]
 
     def crown_bounds(
         self,
@@ -240,26 +337,75 @@ class Engine:
 
         Values are bounded in topological order, each intersected with its
         interval bounds (and ``known`` ones). Past ``deadline`` the remaining
-        values keep their interval bounds. ``forms`` collects the linear bounds
-        of each value (see :meth:`crown_value`). Values up to and including
-        ``start_after`` keep their ``known`` bounds (branch-and-bound recomputes
-        only what follows a split).
+        values (and the rows of a value not bounded yet) keep their interval
+        bounds. ``forms`` collects the linear bounds of each value (see
+        :meth:`crown_value`). Values up to and including ``start_after`` keep
+        their ``known`` bounds (branch-and-bound recomputes only what follows a
+        split). The outputs of monotone elementwise nodes get the interval of
+        their input's bounds instead of a CROWN pass, which could not be
+        tighter (see :meth:`interval_suffices`), unless ``forms`` are asked for.
         """
         bounds = self.interval(box, known)
         skip = -1 if start_after is None else self._order.get(start_after, -1)
         for name in self.needs_bounds():
             if name == self.graph.input_name or self._order.get(name, -1) <= skip:
                 continue
+            if forms is None and self.interval_suffices(name):
+                continue
             if deadline is not None and time.monotonic() > deadline:
+                logger.debug("CROWN bounds: deadline passed before '%s'", name)
                 break
-            lo, hi = self.crown_value(name, box, bounds, forms=forms)
+            t0 = time.monotonic()
+            lo, hi = self.crown_value(
+                name,
+                box,
+                bounds,
+                forms=forms,
+                deadline=None if forms is not None else deadline,
+            )
+            logger.debug(
+                "CROWN bounds of '%s' (%d neurons, %d domains): %.3f s",
+                name, lo[0].numel(), box.batch, time.monotonic() - t0,
+            )  # fmt: skip
             ilo, ihi = bounds[name]
             lo, hi = torch.maximum(lo, ilo), torch.minimum(hi, ihi)
             check_finite(name, lo, hi)
             bounds[name] = (lo, hi)
             # Later nodes' interval bounds profit from the tighter ones.
-            bounds = self.interval(box, bounds)
+            bounds = self.interval(box, bounds, after=name)
         return bounds
+
+    def interval_suffices(self, name: str) -> bool:
+        """Whether a CROWN pass from ``name`` cannot beat its interval bounds.
+
+        True for the output ``v = f(z)`` of an elementwise node with ``f``
+        monotone on its domain: once ``z`` has its bounds ``[l, u]``, the
+        interval of ``v`` is ``[f(l), f(u)]`` (increasing ``f``), the exact
+        range of ``f`` on them.
+
+        Why a CROWN pass (without optimized parameters) is never tighter: the
+        pass from ``+e_j . v`` first replaces ``v_j`` by the lower line
+        ``a z_j + b <= f(z_j)`` of ``f`` on ``[l_j, u_j]``. Every later step
+        maps coefficients ``c`` on a value to ``c+ * lower + c- * upper`` lines
+        of the next node, and the concretization over the box is a sum of
+        ``c+ * lo + c- * hi``: the pass is positively homogeneous, so from
+        ``a e_j . z`` with ``a > 0`` it gives ``a`` times the pass from
+        ``e_j . z``, whose value is ``z_j``'s CROWN lower bound ``L``; and
+        ``L <= l_j``, since ``z`` is bounded before ``v`` with the same earlier
+        bounds (or keeps bounds at least that tight, after a split).
+        For increasing ``f`` the lower line has ``a >= 0``, so the pass gives
+        ``a L + b <= a l_j + b <= f(l_j)``, the interval's bound (with
+        ``a = 0`` it gives ``b <= f(l_j)``). The upper bound, and decreasing
+        ``f`` (``a <= 0``, through ``z``'s upper bound ``U >= u_j``), follow
+        by the same argument with signs flipped. The interval is sound in any
+        case; only "not looser" rests on the slopes' signs, which every
+        relaxation of a monotone function here has. With optimized (alpha)
+        parameters the pass may choose other lines, so this is for plain CROWN.
+        """
+        if name == self.graph.input_name:
+            return False
+        node = self.graph.node(name)
+        return len(node.inputs) == 1 and monotone_direction(node) != 0
 
     def objective_lower(
         self,
@@ -292,6 +438,53 @@ class Engine:
         if forms is not None:
             forms.append(form)
         return box.concretize(form.coeffs, form.bias)
+
+
+def _slice_bounds(bounds: Bounds, b0: int, b1: int) -> Bounds:
+    """The bounds of domains ``b0:b1`` (views)."""
+    return {k: (lo[b0:b1], hi[b0:b1]) for k, (lo, hi) in bounds.items()}
+
+
+def _slice_params(
+    params: Params | None, b0: int, b1: int, r0: int, r1: int, whole: bool
+) -> Params | None:
+    """The parameters of domains ``b0:b1`` and rows ``r0:r1``.
+
+    Parameters are ``[P, B, S, *shape]``; a domain or spec dimension of size 1
+    is broadcast and kept whole.
+    """
+    if params is None:
+        return None
+    out: Params = {}
+    for k, p in params.items():
+        if p.shape[1] != 1 and not whole:
+            p = p[:, b0:b1]
+        if p.shape[2] != 1:
+            p = p[:, :, r0:r1]
+        out[k] = p
+    return out
+
+
+def _join_forms(
+    parts: list[tuple[Tensor, Tensor]], n: int
+) -> tuple[LinearForm, LinearForm]:
+    """Lower and upper linear forms of a value from the chunks of its rows.
+
+    Chunks come one block of domains after the other, and within a block the
+    rows ``0 .. 2 n`` in order.
+    """
+    blocks: list[list[tuple[Tensor, Tensor]]] = []
+    done = 0
+    for c, b in parts:
+        if done == 0:
+            blocks.append([])
+        blocks[-1].append((c, b))
+        done = (done + c.shape[1]) % (2 * n)
+    coeffs = torch.cat([torch.cat([c for c, _ in bl], 1) for bl in blocks], 0)
+    bias = torch.cat([torch.cat([b for _, b in bl], 1) for bl in blocks], 0)
+    low = LinearForm(coeffs[:, :n], bias[:, :n])
+    up = LinearForm(-coeffs[:, n:], -bias[:, n:])
+    return low, up
 
 
 def _numel(shape: tuple[int, ...]) -> int:

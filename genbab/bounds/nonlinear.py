@@ -27,6 +27,26 @@ INCREASING = {
 }  # fmt: skip
 
 
+def monotone_direction(node: Node) -> int:
+    """``1`` if ``node`` is an elementwise function non-decreasing on its domain,
+    ``-1`` if non-increasing, else ``0``.
+
+    These are exactly the unary nodes whose interval is ``[f(l), f(u)]``
+    (``[f(u), f(l)]`` for ``-1``) in :func:`unary_interval` (and the softmax
+    reciprocal, ``1 / d`` on ``d >= 1``).
+    """
+    op = node.op
+    if not isinstance(op, Unary):
+        return 0
+    if op.func == "leaky_relu" and op.param is not None and op.param < 0:
+        return 0
+    if op.func in INCREASING or (op.func == "pow" and _is_odd_integer(op.param)):
+        return 1
+    if op.func == "reciprocal":
+        return -1
+    return 0
+
+
 def unary_family(node: Node) -> UnaryFamily:
     """Return the relaxation family of a :class:`Unary` node.
 
