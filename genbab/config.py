@@ -53,6 +53,10 @@ class BoundsConfig:
     early_stop_patience: int = 10
     # Largest number of output constraints bounded in one backward pass.
     spec_batch_size: int = 512
+    # Largest number of entries of one coefficient tensor in the CROWN passes of
+    # intermediate bounds ([domains, rows, *value shape]); wider values are
+    # bounded a chunk of rows at a time (8 Mi entries: 64 MiB in float64).
+    max_pass_elements: int = 1 << 23
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,12 @@ def _run(
             return Verdict.TIMEOUT, "time limit reached during the attack", None
 
     # 2. Prove every case with bounds (and branch and bound).
-    engine = Engine(prepare_for_bounds(graph).to(device, dtype), dtype, device)
+    engine = Engine(
+        prepare_for_bounds(graph).to(device, dtype),
+        dtype,
+        device,
+        max_elements=config.bounds.max_pass_elements,
+    )
     if _splits_inputs(graph, config.input_split):
         return _run_input_split(engine, graph, prop, config, clock, stats)
     t0 = time.monotonic()

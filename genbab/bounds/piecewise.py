@@ -1,4 +1,9 @@
-"""Bounds of piecewise-constant functions: ``floor``.
+"""Bounds of piecewise functions: ``floor``, and sums of shifted ReLUs.
+
+Sums of shifted ReLUs (:class:`PiecewiseLinear`, made by a graph rewrite) are
+relaxed as one univariate piecewise-linear function, see
+:mod:`genbab.bounds.relax.piecewise_linear`; the rest of this docstring is
+about ``floor``.
 
 ``floor`` is a staircase, so on ``[l, u]`` its graph lies between two polygons:
 the upper hull of the step corners ``(l, fl), (fl + 1, fl + 1), ..., (fu, fu),
@@ -36,8 +41,26 @@ from torch import Tensor
 from genbab.bounds.relax import register
 from genbab.bounds.relax._lines import margin
 from genbab.bounds.relax.base import Relaxation, UnaryFamily
+from genbab.bounds.relax.piecewise_linear import (
+    PiecewiseLinearFunction,
+    init_piecewise_params,
+    piecewise_range,
+    relax_piecewise_linear,
+)
+from genbab.bounds.rules import Interval, NodeRule, register_rule
+from genbab.errors import BoundsError
+from genbab.model.graph import Node
+from genbab.model.ops import Op
 
-__all__ = ["FLOOR", "FLOOR_SLACK", "floor_interval", "relax_floor"]
+__all__ = [
+    "FLOOR",
+    "FLOOR_SLACK",
+    "PiecewiseLinear",
+    "breakpoint_split_points",
+    "breakpoints_inside",
+    "floor_interval",
+    "relax_floor",
+]
 
 FLOOR_SLACK = 2.0**-20
 """Relative widening of a floor's input interval (about 8 float32 ulps)."""
@@ -135,3 +158,103 @@ def _no_params(lower: Tensor, upper: Tensor) -> Tensor:
 
 FLOOR = register(UnaryFamily("floor", torch.floor, relax_floor, 0, _no_params))
 """The ``floor`` family (no optimizable parameters)."""
+
+
+# ---------------------------------------------------------------- sums of ReLUs
+
+
+class PiecewiseLinear(Op):
+    """``f(x) = bias + sum_k weights[k] * relu(x - breakpoints[k])`` elementwise.
+
+    Made by :func:`genbab.bounds.rewrite.merge_relu_sums` from the subgraph
+    ``Linear(Relu(Unsqueeze(x, -1) - offsets))`` of ReLU-sum surrogates; bounded
+    by :func:`~genbab.bounds.relax.piecewise_linear.relax_piecewise_linear`.
+
+    Attributes:
+        breakpoints: ``[K]``, strictly increasing (the offsets).
+        weights: ``[K]``, the ReLUs' weights (the slope changes).
+        bias: 0-d constant.
+    """
+
+    op_type = "PiecewiseLinear"
+
+    def __init__(self, breakpoints: Tensor, weights: Tensor, bias: Tensor) -> None:
+        self.breakpoints = breakpoints
+        self.weights = weights
+        self.bias = bias
+
+    def function(self) -> PiecewiseLinearFunction:
+        """The function as a value for the relaxations."""
+        return PiecewiseLinearFunction(self.breakpoints, self.weights, self.bias)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        (x,) = xs
+        kinks = torch.relu(x.unsqueeze(-1) - self.breakpoints)
+        return torch.matmul(kinks, self.weights) + self.bias
+
+
+def breakpoint_split_points(
+    op: PiecewiseLinear, lower: Tensor, upper: Tensor
+) -> Tensor:
+    """Where to split the input of a :class:`PiecewiseLinear` node.
+
+    The breakpoint strictly inside ``(lower, upper)`` nearest to the midpoint;
+    the midpoint where there is none (``f`` is then linear on the interval and
+    its relaxation exact, so such a neuron gains nothing from a split). Each
+    child then has fewer breakpoints inside, and one with none is exact.
+
+    Args:
+        op: The node's op.
+        lower: Input lower bounds, any shape.
+        upper: Input upper bounds, same shape.
+
+    Returns:
+        Split points, the shape of ``lower``.
+    """
+    o = op.breakpoints
+    lo, hi = lower.unsqueeze(-1), upper.unsqueeze(-1)
+    mid = (lower + upper) / 2
+    inside = (o > lo) & (o < hi)
+    dist = torch.where(inside, (o - mid.unsqueeze(-1)).abs(), torch.inf)
+    best = dist.argmin(-1, keepdim=True)
+    point = o.expand(inside.shape).gather(-1, best).squeeze(-1)
+    return torch.where(inside.any(-1), point, mid)
+
+
+def breakpoints_inside(op: PiecewiseLinear, lower: Tensor, upper: Tensor) -> Tensor:
+    """How many breakpoints lie strictly inside each interval (0: exact there)."""
+    o = op.breakpoints
+    return ((o > lower.unsqueeze(-1)) & (o < upper.unsqueeze(-1))).sum(-1)
+
+
+def _check_finite(node: Node, lo: Tensor, hi: Tensor) -> None:
+    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        raise BoundsError(
+            f"input bounds of node '{node.name}' (piecewise-linear sum of ReLUs) "
+            "are infinite or NaN; the input box may be too wide for this model"
+        )
+
+
+def _pwl_interval(node: Node, ins: list[Interval]) -> Interval:
+    lo, hi = ins[0]
+    _check_finite(node, lo, hi)
+    return piecewise_range(node.op.function(), lo, hi)  # type: ignore[attr-defined]
+
+
+def _pwl_backward(node, a, ins, params, in_shapes):
+    lo, hi = ins[0]
+    _check_finite(node, lo, hi)
+    f = node.op.function()
+    rel = relax_piecewise_linear(f, lo.unsqueeze(1), hi.unsqueeze(1), params)
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    coef = pos * rel.lower_slope + neg * rel.upper_slope
+    bias = (pos * rel.lower_bias + neg * rel.upper_bias).flatten(2).sum(-1)
+    return [coef], bias
+
+
+def _pwl_init(node: Node, ins: list[Interval]) -> Tensor:
+    lo, hi = ins[0]
+    return init_piecewise_params(node.op.function(), lo, hi)  # type: ignore[attr-defined]
+
+
+register_rule(PiecewiseLinear, NodeRule(_pwl_interval, _pwl_backward, _pwl_init))

@@ -14,24 +14,33 @@ import logging
 import torch
 
 from genbab.bounds.attention import SoftmaxDenominator, SoftmaxReciprocal
+from genbab.bounds.piecewise import PiecewiseLinear
 from genbab.model.graph import Graph, Node
 from genbab.model.ops import (
     Gather,
+    Linear,
+    Reduce,
     Reshape,
     ScaleShift,
     Softmax,
+    Unary,
     WeightedSum,
 )
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["decompose_softmax", "prepare_for_bounds", "softmax_nodes"]
+__all__ = [
+    "decompose_softmax",
+    "merge_relu_sums",
+    "prepare_for_bounds",
+    "softmax_nodes",
+]
 
 
 def prepare_for_bounds(graph: Graph) -> Graph:
     """Apply every rewrite that helps bound propagation.
 
-    Currently: :func:`decompose_softmax`.
+    Currently: :func:`decompose_softmax` and :func:`merge_relu_sums`.
 
     Args:
         graph: A loaded graph (not modified).
@@ -39,7 +48,129 @@ def prepare_for_bounds(graph: Graph) -> Graph:
     Returns:
         A graph computing the same values with the same input and output names.
     """
-    return decompose_softmax(graph)
+    return merge_relu_sums(decompose_softmax(graph))
+
+
+def merge_relu_sums(graph: Graph) -> Graph:
+    """Replace sums of shifted ReLUs of one value by :class:`PiecewiseLinear` nodes.
+
+    Matches, each value read only by the next node,
+    ``Reshape(x, shape + [1])`` (ONNX ``Unsqueeze(x, -1)``), then
+    ``ScaleShift(shift=-o)`` broadcasting to ``[*shape, K]`` (``- o``), ``relu``,
+    and either ``Linear(w [K], c)`` (``MatMul`` by a vector, ``+ c``) or
+    ``ScaleShift(scale=w)`` followed by a sum over the last axis: the value
+    ``c + sum_k w_k relu(x - o_k)``, a piecewise-linear function of each
+    element of ``x`` with breakpoints ``o``. The replacement keeps the name of
+    the last node matched; breakpoints are sorted (equal ones merged).
+
+    Args:
+        graph: A graph (not modified).
+
+    Returns:
+        The rewritten graph (the same graph if nothing matched).
+    """
+    consumers = graph.consumers()
+    replaced: dict[str, Node] = {}  # name of the first node matched -> new node
+    dropped: set[str] = set()
+    for node in graph.nodes:
+        match = _relu_sum(graph, node, consumers)
+        if match is None:
+            continue
+        chain, new = match
+        replaced[chain[0]] = new
+        dropped.update(chain)
+    if not replaced:
+        return graph
+    nodes: list[Node] = []
+    for node in graph.nodes:
+        if node.name in replaced:
+            nodes.append(replaced[node.name])
+        elif node.name not in dropped:
+            nodes.append(node)
+    logger.debug(
+        "merged %d sum(s) of shifted ReLUs into piecewise-linear nodes in %s",
+        len(replaced),
+        graph.source,
+    )
+    return Graph(
+        graph.input_name, graph.input_shape, nodes, graph.output_name, graph.source
+    )
+
+
+def _only_consumer(name: str, consumers: dict[str, list[Node]], graph: Graph):
+    """The single node reading ``name``, or None (also if it is the output)."""
+    users = consumers.get(name, [])
+    if len(users) != 1 or name == graph.output_name:
+        return None
+    return users[0]
+
+
+def _relu_sum(graph: Graph, node: Node, consumers: dict[str, list[Node]]):
+    """``(names matched, replacement)`` if a ReLU sum starts at ``node``."""
+    op = node.op
+    if not isinstance(op, Reshape) or len(node.inputs) != 1:
+        return None
+    x = node.inputs[0]
+    shape = _shape_of(graph, x)
+    if tuple(node.shape) != (*shape, 1):
+        return None
+    sub = _only_consumer(node.name, consumers, graph)
+    if sub is None or not isinstance(sub.op, ScaleShift) or sub.op.scale is not None:
+        return None
+    shift = sub.op.shift
+    if shift is None or shift.dim() != 1 or sub.shape != (*shape, shift.numel()):
+        return None
+    relu = _only_consumer(sub.name, consumers, graph)
+    if not (isinstance(relu, Node) and isinstance(relu.op, Unary)):
+        return None
+    if relu.op.func != "relu":
+        return None
+    tail = _weighted_sum(graph, relu, shape, shift.numel(), consumers)
+    if tail is None:
+        return None
+    names, weights, bias = tail
+    op_new = _piecewise(-shift, weights, bias)
+    last = graph.node(names[-1])
+    new = Node(last.name, op_new, (x,), tuple(shape), last.onnx_name)
+    return [node.name, sub.name, relu.name, *names], new
+
+
+def _weighted_sum(graph, relu: Node, shape, K: int, consumers):
+    """``(names, w [K], c)`` of the weighted sum over the last axis after
+    ``relu``, or None."""
+    nxt = _only_consumer(relu.name, consumers, graph)
+    if nxt is None:
+        return None
+    op = nxt.op
+    if isinstance(op, Linear) and not op.weight_first and op.weight.dim() == 1:
+        if op.weight.numel() != K or nxt.shape != tuple(shape):
+            return None
+        bias = op.bias
+        if bias is not None and bias.numel() != 1:
+            return None
+        c = op.weight.new_zeros(()) if bias is None else bias.reshape(())
+        return [nxt.name], op.weight, c
+    if isinstance(op, ScaleShift) and op.shift is None and op.scale is not None:
+        w = op.scale
+        if w.dim() != 1 or w.numel() != K:
+            return None
+        red = _only_consumer(nxt.name, consumers, graph)
+        if red is None or not isinstance(red.op, Reduce) or red.op.mean:
+            return None
+        last_axis = len(shape)
+        if red.op.axes != (last_axis,) or red.op.keepdims:
+            return None
+        return [nxt.name, red.name], w, w.new_zeros(())
+    return None
+
+
+def _piecewise(offsets, weights, bias) -> PiecewiseLinear:
+    """The op with sorted breakpoints (weights of equal ones added)."""
+    order = torch.argsort(offsets)
+    o, w = offsets[order], weights[order]
+    unique, inverse = torch.unique_consecutive(o, return_inverse=True)
+    merged = w.new_zeros(unique.numel()).index_add_(0, inverse, w)
+    return PiecewiseLinear(unique, merged, bias)
 
 
 def decompose_softmax(graph: Graph) -> Graph:
