@@ -57,6 +57,12 @@ class BoundsConfig:
     # intermediate bounds ([domains, rows, *value shape]); wider values are
     # bounded a chunk of rows at a time (8 Mi entries: 64 MiB in float64).
     max_pass_elements: int = 1 << 23
+    # Models with at most this many inputs get forward linear bounds of every
+    # value before the CROWN passes (0: never); with them, values whose CROWN
+    # passes would cost more than max_pass_work (rows times the sizes of the
+    # values visited) keep the forward bounds.
+    forward_max_inputs: int = 16
+    max_pass_work: int = 1 << 26
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,8 @@ def _run(
         dtype,
         device,
         max_elements=config.bounds.max_pass_elements,
+        forward_max_inputs=config.bounds.forward_max_inputs,
+        max_pass_work=config.bounds.max_pass_work,
     )
     if _splits_inputs(graph, config.input_split):
         return _run_input_split(engine, graph, prop, config, clock, stats)

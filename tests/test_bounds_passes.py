@@ -13,12 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import bounds_sampling as bs
-import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
-from onnx_builders import random_mlp
+from onnx_builders import gates_model, random_mlp
 
 from genbab.bounds import Box, Engine
 from genbab.bounds.alpha import init_params
@@ -36,11 +33,11 @@ def _box(graph, batch: int, width: float, seed: int = 0) -> Box:
     return Box(mid - rad, mid + rad)
 
 
-def _engine(path, max_elements: int | None = None) -> Engine:
+def _engine(path, max_elements: int | None = None, **options) -> Engine:
     graph = prepare_for_bounds(load_model(path)).to("cpu", DT)
-    if max_elements is None:
-        return Engine(graph, DT)
-    return Engine(graph, DT, max_elements=max_elements)
+    if max_elements is not None:
+        options["max_elements"] = max_elements
+    return Engine(graph, DT, **options)
 
 
 @pytest.fixture
@@ -100,7 +97,7 @@ def test_chunked_passes_with_parameters(tanh_net):
 
 
 def test_deadline_leaves_rows_unbounded(tanh_net):
-    engine = _engine(tanh_net, 16)
+    engine = _engine(tanh_net, 16, forward_max_inputs=0)
     box = _box(engine.graph, batch=1, width=0.4)
     bounds = engine.crown_bounds(box)
     name = engine.needs_bounds()[-1]
@@ -119,59 +116,6 @@ def test_deadline_leaves_rows_unbounded(tanh_net):
 # ---------------------------------------------------------------- skipped passes
 
 
-def _gates_model(path: Path) -> Path:
-    """``x [1, 3]``: gates ``sigmoid(A x) * tanh(B x)``, ``relu(C x) * exp(D x)``
-    and ``x0 * reciprocal(exp(E x) + 1)``, summed by a last Gemm."""
-    rng = np.random.default_rng(7)
-    inits, nodes = [], []
-
-    def gemm(name: str, src: str, rows: int, cols: int = 3) -> str:
-        w = rng.normal(size=(rows, cols)).astype(np.float32)
-        b = (rng.normal(size=rows) * 0.3).astype(np.float32)
-        inits.extend(
-            [
-                numpy_helper.from_array(w, f"{name}_w"),
-                numpy_helper.from_array(b, f"{name}_b"),
-            ]
-        )
-        nodes.append(
-            helper.make_node("Gemm", [src, f"{name}_w", f"{name}_b"], [name], transB=1)
-        )
-        return name
-
-    def op(kind: str, ins: list[str], out: str) -> str:
-        nodes.append(helper.make_node(kind, ins, [out]))
-        return out
-
-    s = op("Sigmoid", [gemm("a", "x", 4)], "s")
-    t = op("Tanh", [gemm("b", "x", 4)], "t")
-    r = op("Relu", [gemm("c", "x", 4)], "r")
-    e = op("Exp", [gemm("d", "x", 4)], "e")
-    inits.append(numpy_helper.from_array(np.ones(4, np.float32), "one"))
-    q = op(
-        "Reciprocal",
-        [op("Add", [op("Exp", [gemm("f", "x", 4)], "e2"), "one"], "p")],
-        "q",
-    )
-    g1, g2 = op("Mul", [s, t], "g1"), op("Mul", [r, e], "g2")
-    g3 = op("Mul", [gemm("h", "x", 4), q], "g3")
-    cat = op("Concat", [g1, g2, g3], "cat")
-    nodes[-1].attribute.append(helper.make_attribute("axis", 1))
-    gemm_out = gemm("y", cat, 2, cols=12)
-    nodes.append(helper.make_node("Identity", [gemm_out], ["out"]))
-    graph = helper.make_graph(
-        nodes,
-        "gates",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
-
-
 def _assert_not_looser(skipped, full, names) -> int:
     """Every bound of ``skipped`` within ``full`` (up to rounding); returns how
     many values got strictly tighter somewhere."""
@@ -185,7 +129,7 @@ def _assert_not_looser(skipped, full, names) -> int:
 
 
 def test_gate_passes_skipped_and_not_looser(tmp_path):
-    engine = _engine(_gates_model(tmp_path / "gates.onnx"))
+    engine = _engine(gates_model(tmp_path / "gates.onnx"))
     skipped = {n for n in engine.needs_bounds() if engine.interval_suffices(n)}
     # sigmoid, tanh, relu, exp and the reciprocal feed products; the exp
     # inside "p" and the Gemm outputs are not monotone-node outputs.

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import bounds_sampling as bs
 import numpy as np
@@ -23,8 +22,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
-from onnx_builders import SHARED
+from onnx_builders import SHARED, relu_sum_model
 
 from genbab.bounds import Box, Engine
 from genbab.bounds.piecewise import (
@@ -184,57 +182,13 @@ def test_split_points_are_breakpoints():
 # ---------------------------------------------------------------- the rewrite
 
 
-def _relu_sum_model(path: Path, offsets, weights, bias, reduce: bool) -> Path:
-    """``x [1, 3] -> Gemm -> c + sum_k w_k relu(h - o_k) -> Gemm -> y [1, 2]``."""
-    rng = np.random.default_rng(0)
-    f32 = np.float32
-    inits = [
-        numpy_helper.from_array(rng.normal(size=(4, 3)).astype(f32), "w1"),
-        numpy_helper.from_array(np.zeros(4, f32), "b1"),
-        numpy_helper.from_array(np.array([-1], np.int64), "axis"),
-        numpy_helper.from_array(np.asarray(offsets, f32), "offsets"),
-        numpy_helper.from_array(np.asarray(weights, f32), "weights"),
-        numpy_helper.from_array(np.asarray(bias, f32), "bias"),
-        numpy_helper.from_array(rng.normal(size=(2, 4)).astype(f32), "w2"),
-        numpy_helper.from_array(np.zeros(2, f32), "b2"),
-    ]
-    nodes = [
-        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
-        helper.make_node("Unsqueeze", ["h", "axis"], ["hu"]),
-        helper.make_node("Sub", ["hu", "offsets"], ["hs"]),
-        helper.make_node("Relu", ["hs"], ["hr"]),
-    ]
-    if reduce:
-        nodes += [
-            helper.make_node("Mul", ["hr", "weights"], ["hm"]),
-            helper.make_node("ReduceSum", ["hm", "axis"], ["hp0"], keepdims=0),
-        ]
-    else:
-        nodes.append(helper.make_node("MatMul", ["hr", "weights"], ["hp0"]))
-    nodes += [
-        helper.make_node("Add", ["hp0", "bias"], ["hp"]),
-        helper.make_node("Gemm", ["hp", "w2", "b2"], ["y"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "relu_sum",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
-
-
 OFFSETS = [0.5, -1.0, 0.0, 1.2, -0.3]  # not sorted, as a model may store them
 WEIGHTS = [-2.0, 1.0, 1.5, 0.7, -0.4]
 
 
 @pytest.mark.parametrize("reduce", [False, True])
 def test_rewrite_matches_onnxruntime(tmp_path, reduce):
-    path = _relu_sum_model(tmp_path / "m.onnx", OFFSETS, WEIGHTS, 0.25, reduce)
+    path = relu_sum_model(tmp_path / "m.onnx", OFFSETS, WEIGHTS, 0.25, reduce)
     graph = load_model(path)
     new = merge_relu_sums(graph)
     pwl = [n for n in new.nodes if isinstance(n.op, PiecewiseLinear)]
@@ -250,7 +204,7 @@ def test_rewrite_matches_onnxruntime(tmp_path, reduce):
 
 
 def test_rewrite_leaves_other_graphs_alone(tmp_path):
-    path = _relu_sum_model(tmp_path / "m.onnx", OFFSETS, WEIGHTS, 0.0, False)
+    path = relu_sum_model(tmp_path / "m.onnx", OFFSETS, WEIGHTS, 0.0, False)
     model = onnx.load(path)
     for node in model.graph.node:
         if node.op_type == "Relu":
@@ -261,7 +215,7 @@ def test_rewrite_leaves_other_graphs_alone(tmp_path):
 
 
 def test_rewrite_tightens_crown_and_encloses(tmp_path):
-    path = _relu_sum_model(tmp_path / "m.onnx", OFFSETS, WEIGHTS, 0.25, False)
+    path = relu_sum_model(tmp_path / "m.onnx", OFFSETS, WEIGHTS, 0.25, False)
     plain = load_model(path).to("cpu", DT)
     merged = merge_relu_sums(plain)
     lo = torch.tensor([[[-1.0, -0.5, -1.0]]], dtype=DT)

@@ -33,6 +33,12 @@ DEFAULT_MAX_ELEMENTS = 1 << 23
 """Default cap on the entries of one coefficient tensor of a CROWN pass (8 Mi:
 64 MiB in float64); wider values are bounded a chunk of rows at a time."""
 
+DEFAULT_FORWARD_MAX_INPUTS = 16
+"""Default :attr:`Engine.forward_max_inputs`."""
+
+DEFAULT_MAX_PASS_WORK = 1 << 26
+"""Default :attr:`Engine.max_pass_work` (about 2 to 5 s of CROWN on one core)."""
+
 # Parameters of the optimizable relaxations: node name -> tensor ``[P, B, S, *shape]``.
 Params = dict[str, Tensor]
 
@@ -64,15 +70,25 @@ class Engine:
         max_elements: Cap on the entries of one coefficient tensor
             ``[B, rows, *shape]`` in the passes of :meth:`crown_value`, which
             bounds a wide value a chunk of rows at a time to stay within it.
+        forward_max_inputs: Graphs with at most this many inputs get forward
+            linear bounds of every value first in :meth:`crown_bounds` (cheap
+            for them: the cost grows with the inputs, not the neurons); 0 turns
+            it off.
+        max_pass_work: With forward bounds, a value whose CROWN passes cost
+            more than this (rows times the sizes of the values they visit, per
+            domain) keeps its forward bounds.
     """
 
     graph: Graph
     dtype: torch.dtype = torch.float64
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     max_elements: int = DEFAULT_MAX_ELEMENTS
+    forward_max_inputs: int = DEFAULT_FORWARD_MAX_INPUTS
+    max_pass_work: int = DEFAULT_MAX_PASS_WORK
     _vjps: dict[str, tuple[Tensor, Callable]] = field(default_factory=dict)
     _shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     _widths: dict[str, int] = field(default_factory=dict)
+    _work: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._shapes = {self.graph.input_name: self.graph.input_shape}
@@ -347,10 +363,15 @@ class Engine:
         """
         bounds = self.interval(box, known)
         skip = -1 if start_after is None else self._order.get(start_after, -1)
+        forward = forms is None and self.uses_forward()
+        if forward:
+            bounds = self._forward(box, bounds, skip)
         for name in self.needs_bounds():
             if name == self.graph.input_name or self._order.get(name, -1) <= skip:
                 continue
             if forms is None and self.interval_suffices(name):
+                continue
+            if forward and self.pass_work(name) > self.max_pass_work:
                 continue
             if deadline is not None and time.monotonic() > deadline:
                 logger.debug("CROWN bounds: deadline passed before '%s'", name)
@@ -373,6 +394,36 @@ class Engine:
             bounds[name] = (lo, hi)
             # Later nodes' interval bounds profit from the tighter ones.
             bounds = self.interval(box, bounds, after=name)
+        return bounds
+
+    def uses_forward(self) -> bool:
+        """Whether :meth:`crown_bounds` starts from forward linear bounds."""
+        return 0 < _numel(self.graph.input_shape) <= self.forward_max_inputs
+
+    def pass_work(self, name: str) -> int:
+        """Cost of the CROWN passes of ``name`` for one domain: its ``2 n`` rows
+        times the summed sizes of the values the passes visit."""
+        if name not in self._work:
+            seen, todo, total = set(), [name], 0
+            while todo:
+                v = todo.pop()
+                if v in seen or v == self.graph.input_name:
+                    continue
+                seen.add(v)
+                total += _numel(self.shape(v))
+                todo.extend(self.graph.node(v).inputs)
+            self._work[name] = 2 * _numel(self.shape(name)) * total
+        return self._work[name]
+
+    def _forward(self, box: Box, bounds: Bounds, skip: int) -> Bounds:
+        """Forward linear bounds of the values after index ``skip``."""
+        from genbab.bounds.forward import forward_bounds
+
+        t0 = time.monotonic()
+        new = forward_bounds(self, box, bounds)
+        for node in self.graph.nodes[skip + 1 :]:
+            bounds[node.name] = new[node.name]
+        logger.debug("forward linear bounds: %.3f s", time.monotonic() - t0)
         return bounds
 
     def interval_suffices(self, name: str) -> bool:
