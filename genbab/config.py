@@ -39,6 +39,9 @@ class AttackConfig:
     batch_size: int = 256
     # Replay candidates with onnxruntime before reporting sat.
     check_onnxruntime: bool = True
+    # Share of the time limit the attack may use before the bounds start (a
+    # property with hundreds of input boxes would otherwise spend it all).
+    time_share: float = 0.25
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,12 @@ class _Clock:
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
 
+    def share(self, fraction: float) -> float | None:
+        """The deadline of a step allowed ``fraction`` of the whole budget."""
+        if self.deadline is None:
+            return None
+        return self.start + fraction * (self.deadline - self.start)
+
 
 def verify(
     model_path: str | os.PathLike,
@@ -115,7 +121,7 @@ def _run(
             device=device,
             dtype=torch.float32,
             seed=general.seed,
-            deadline=clock.deadline,
+            deadline=clock.share(config.attack.time_share),
         )
         stats["attack_seconds"] = time.monotonic() - t0
         if cex is not None:

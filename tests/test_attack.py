@@ -339,3 +339,28 @@ def test_acasxu_sat_instance(net: str, prop: str) -> None:
     np.testing.assert_array_equal(cex.y, y.reshape(-1).astype(np.float64))
     clause = case.clauses[cex.clause]
     assert np.all(clause.matrix @ cex.y <= clause.rhs)
+
+
+def test_margin_same_with_and_without_all_rows_at_once(monkeypatch) -> None:
+    import genbab.attack.pgd as pgd
+
+    rng = np.random.default_rng(0)
+    cases = [
+        (
+            [-1.0, -1.0],
+            [1.0, 1.0],
+            [(rng.normal(size=(r, 2)), rng.normal(size=r)) for r in rows],
+        )
+        for rows in ([1, 2], [2], [1, 1, 2])
+    ]
+    spec = pgd._SpecTensors.build(_prop(cases), "cpu", torch.float64)
+    y = torch.as_tensor(rng.normal(size=(7, 2)))
+    case = torch.tensor([0, 1, 2, 2, 1, 0, 2])
+    flat = spec.margin(y, case)
+    monkeypatch.setattr(pgd, "_FLAT_ROWS", 0)
+    per_sample = spec.margin(y, case)
+    for a, b in zip(flat, per_sample, strict=True):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    # By hand: the first sample's margin is its best clause's worst row.
+    m0 = min(float(np.max(mat @ y[0].numpy() - r)) for mat, r in cases[0][2])
+    assert flat[0][0].item() == pytest.approx(m0)

@@ -37,6 +37,8 @@ _CHECKS_PER_STEP = 4
 _FINAL_STEP_FRACTION = 0.02
 # Random draws screened (by loss, no gradients) for each starting point.
 _SCREEN_DRAWS = 64
+# Properties with at most this many clause rows (all cases) evaluate them all.
+_FLAT_ROWS = 1 << 14
 
 Validator = Callable[[np.ndarray, int], Counterexample | None]
 
@@ -105,7 +107,15 @@ class _SpecTensors:
             The margin [S] (``<= 0`` where ``y`` satisfies some clause of its case)
             and the loss [S] to minimise.
         """
-        rows = torch.einsum("skro,so->skr", self.matrix[case], y) - self.rhs[case]
+        C, K, R, O = self.matrix.shape
+        if C * K * R <= _FLAT_ROWS:
+            # Every case's rows at once, then each sample's case: no per-sample
+            # copy of the (possibly large) clause matrices.
+            flat = y @ self.matrix.reshape(C * K * R, O).T
+            rows = flat.reshape(-1, C, K, R)[torch.arange(y.shape[0]), case]
+        else:
+            rows = torch.einsum("skro,so->skr", self.matrix[case], y)
+        rows = rows - self.rhs[case]
         rows = rows.masked_fill(self.row_pad[case], -math.inf)
         clauses = rows.amax(dim=2).masked_fill(self.clause_pad[case], math.inf)
         loss = torch.relu(rows).sum(dim=2) + clauses.clamp(max=0)

@@ -72,6 +72,10 @@ def call_verify(
             return error(f"{kind} file not found: {path}")
     try:
         verify_module = importlib.import_module("genbab.pipeline")
+        if timeout is not None:
+            # The first import (torch) can take seconds; it counts against the
+            # caller's time limit too.
+            timeout = max(0.0, timeout - (time.monotonic() - start))
         result = verify_module.verify(
             os.fspath(model_path),
             os.fspath(property_path),
