@@ -2,8 +2,8 @@
 ``genbab.verify``.
 
 ACOPF (both years, the piecewise-linear surrogates included), the control
-graph of ``lsnc_2024`` and the ``nn4sys_2023`` models are decided at the root
-in a few seconds: their verdicts must agree with
+graph of ``lsnc_2024``, the ``nn4sys_2023`` models and one ViT are decided at
+the root in seconds: their verdicts must agree with
 ``../shared/benchmarks/known_verdicts.csv``, and a ``sat`` must come with a
 counterexample that onnxruntime confirms. Where genbab cannot decide an
 instance in CI time yet (the cGAN, an MSCN property of many boxes), the run
@@ -36,6 +36,7 @@ DECIDED = [
     ("ml4acopf_2024", "14_ieee_ml4acopf-linear-nonresidual", "14_ieee_prop1"),
     ("lsnc_2024", "quadrotor2d_output", "quadrotor2d_output_1"),
     ("nn4sys_2023", "pensieve_small_parallel", "pensieve_parallel_4"),
+    ("vit_2023", "pgd_2_3_16", "pgd_2_3_16_6058"),
 ]
 
 
