@@ -33,6 +33,7 @@ from genbab.runner.execute import (
     WorkerExecutor,
     call_verify,
     one_line,
+    preload_pipeline,
 )
 from genbab.runner.instances import (
     DEFAULT_RETRY,
@@ -349,6 +350,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return _print_config(config)
 
     reporter = _Reporter(args, config, started)
+    preload_pipeline()  # before the watchdog, which verify's clock cannot see
     watchdog = None
     if args.timeout is not None:
         watchdog = threading.Timer(args.timeout + args.grace, reporter.stop)

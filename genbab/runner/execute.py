@@ -72,10 +72,6 @@ def call_verify(
             return error(f"{kind} file not found: {path}")
     try:
         verify_module = importlib.import_module("genbab.pipeline")
-        if timeout is not None:
-            # The first import (torch) can take seconds; it counts against the
-            # caller's time limit too.
-            timeout = max(0.0, timeout - (time.monotonic() - start))
         result = verify_module.verify(
             os.fspath(model_path),
             os.fspath(property_path),
@@ -92,6 +88,16 @@ def call_verify(
     if not isinstance(result, Result):
         return error(f"verify returned {type(result).__name__}, not Result")
     return result
+
+
+def preload_pipeline() -> None:
+    """Import ``genbab.pipeline`` (torch and friends) now, not on an instance's
+    clock: the first import can take seconds on a busy machine. A failure is
+    reported by :func:`call_verify` for each instance."""
+    try:
+        importlib.import_module("genbab.pipeline")
+    except Exception:
+        logger.debug("preloading genbab.pipeline failed", exc_info=True)
 
 
 def one_line(text: object) -> str:
@@ -246,10 +252,7 @@ def _serve(
     """The worker's loop: receive (model, property, timeout, config), reply Result."""
     if initializer is not None:
         initializer(*initargs)
-    try:  # import torch and friends now, not on the first instance's clock
-        importlib.import_module("genbab.pipeline")
-    except Exception:  # reported by call_verify for each instance
-        logger.debug("preloading genbab.pipeline failed", exc_info=True)
+    preload_pipeline()
     conn.send("ready")
     while True:
         try:
