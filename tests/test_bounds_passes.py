@@ -179,3 +179,23 @@ def test_lstm_skips_half_the_passes(monkeypatch):
     full = engine.crown_bounds(box, forms={})
     assert len(calls) == 20 + 39
     _assert_not_looser(fast, full, names)
+
+
+def test_interval_after_a_value_recomputes_only_later_nodes(tanh_net):
+    engine = _engine(tanh_net)
+    box = _box(engine.graph, batch=2, width=0.5)
+    bounds = engine.crown_bounds(box)
+    name = engine.needs_bounds()[1]
+    lo, hi = bounds[name]
+    tighter = {**bounds, name: (lo + 0.25 * (hi - lo), hi)}
+    full = engine.interval(box, tighter)
+    part = engine.interval(box, tighter, after=name)
+    order = [n.name for n in engine.graph.nodes]
+    for k in order:
+        assert torch.equal(full[k][0], part[k][0]), k
+        assert torch.equal(full[k][1], part[k][1]), k
+    # Nodes up to the value keep what they were given, even if looser.
+    first = order[0]
+    loose = {**tighter, first: (bounds[first][0] - 1, bounds[first][1] + 1)}
+    kept = engine.interval(box, loose, after=name)
+    assert torch.equal(kept[first][0], bounds[first][0] - 1)
