@@ -245,7 +245,6 @@ def _prove_cases(
                 bounds,
                 lower,
                 config.bab,
-                config.bounds,
                 deadline=clock.deadline,
                 table=_branching_table(config),
             )
@@ -265,8 +264,12 @@ def _prove_cases(
 def _merge_stats(stats: dict, new: dict) -> None:
     """Add branch-and-bound statistics of one chunk of cases to ``stats``."""
     for key, value in new.items():
-        if key in ("bab_max_depth",):
+        if key == "bab_max_depth":
             stats[key] = max(stats.get(key, 0), value)
+        elif key == "bab_worst_margin":
+            stats[key] = min(stats.get(key, float("inf")), value)
+        elif key == "bab_batch_size":
+            stats[key] = value
         elif key == "bab_domains_per_second":
             continue
         else:

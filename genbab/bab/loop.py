@@ -28,7 +28,7 @@ from genbab.bab.problem import Problem, Shortcuts, value_offsets
 from genbab.bounds.box import Bounds, Box
 from genbab.bounds.engine import Engine
 from genbab.bounds.objective import Objective
-from genbab.config import BabConfig, BoundsConfig
+from genbab.config import BabConfig
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ def run_bab(
     bounds: Bounds,
     lower: Tensor,
     config: BabConfig,
-    bounds_config: BoundsConfig | None = None,
     deadline: float | None = None,
     table: object | None = None,
 ) -> BabResult:
@@ -72,7 +71,6 @@ def run_bab(
         bounds: Intermediate bounds of the cases (the roots), ``[C, *shape]``.
         lower: Valid lower bounds of the rows at the roots, ``[C, K * R]``.
         config: Branch-and-bound options.
-        bounds_config: Options of the root bounds (unused; kept for callers).
         deadline: ``time.monotonic()`` value at which to give up.
         table: Branching-point lookup (``points(func, lower, upper)``) or None.
     """
@@ -277,7 +275,10 @@ class _Loop:
 
     def _round(self, batch: Domains) -> tuple[Domains, Tensor]:
         problem = self.problem
-        choice = split.choose(problem, batch, self._depth(len(batch)))
+        if problem.config.filter_candidates > 0:
+            choice = split.choose_filtered(problem, batch)
+        else:
+            choice = split.choose(problem, batch, self._depth(len(batch)))
         splittable = choice.valid[:, 0]
         if not bool(splittable.all()):
             return batch, splittable

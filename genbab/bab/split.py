@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from genbab.bab import branching
+from genbab.bab import bounding, branching
 from genbab.bab.bounding import record_coefficients
 from genbab.bab.domains import Domains
 from genbab.bab.problem import Problem, Shortcuts, flat
@@ -177,12 +177,15 @@ def _exact(
     return torch.cat(out)
 
 
-def make_children(problem: Problem, doms: Domains, choice: Choice) -> Domains:
+def make_children(
+    problem: Problem, doms: Domains, choice: Choice, drop_missing: bool = True
+) -> Domains:
     """The children of every domain for its decisions.
 
     Child ``c`` of domain ``n`` sits at ``c * N + n``; bit ``d`` of ``c`` says
     which side of decision ``d`` it takes (0: ``h <= p``, 1: ``h >= p``).
-    Children that would repeat another (a missing decision) are left out.
+    Children that would repeat another (a missing decision) are left out
+    unless ``drop_missing`` is False.
     """
     N, D = choice.index.shape
     reps = 2**D
@@ -207,4 +210,34 @@ def make_children(problem: Problem, doms: Domains, choice: Choice) -> Domains:
             hi[rows[left], j[left]] = point[rows[left]].to(hi.dtype)
             lo[rows[~left], j[~left]] = point[rows[~left]].to(lo.dtype)
     kids.depth = kids.depth + choice.valid.sum(1).repeat(reps)
-    return kids.take(keep)
+    return kids.take(keep) if drop_missing else kids
+
+
+def choose_filtered(problem: Problem, doms: Domains) -> Choice:
+    """One decision per domain: among the heuristic's best
+    ``filter_candidates`` neurons, the one whose children bound best after
+    ``filter_iterations`` steps of alpha/beta optimization."""
+    cfg = problem.config
+    top = choose(problem, doms, cfg.filter_candidates)
+    N, F = top.index.shape
+    parts = []
+    for f in range(F):
+        one = Choice(
+            top.index[:, f : f + 1], top.point[:, f : f + 1], top.valid[:, f : f + 1]
+        )
+        parts.append(make_children(problem, doms, one, drop_missing=False))
+    kids = bounding.optimize(problem, Domains.concat(parts), cfg.filter_iterations)
+    # Children of candidate f: kids[2 N f : 2 N (f + 1)], left then right.
+    margin = kids.margin.reshape(F, 2, N)
+    if cfg.score_reduce == "worst":
+        score = margin.min(1).values
+    else:
+        score = margin.clamp(max=0).sum(1)
+    score = torch.where(top.valid.T, score, -torch.inf)  # [F, N]
+    best = score.argmax(0)  # [N]
+    rows = torch.arange(N, device=best.device)
+    return Choice(
+        top.index[rows, best][:, None],
+        top.point[rows, best][:, None],
+        top.valid[rows, best][:, None],
+    )
