@@ -56,7 +56,8 @@ class BoundsConfig:
     spec_batch_size: int = 512
     # intermediate = alpha-crown: Adam steps and learning rate per value.
     intermediate_iterations: int = 20
-    intermediate_lr: float = 0.2
+    intermediate_lr: float = 0.1
+    intermediate_lr_decay: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class BabConfig:
     enabled: bool = True
     batch_size: int = 64  # domains split per round (children: twice as many)
     max_domains: int = 200_000  # domains bounded before giving up
+    max_pool_mb: int = 4096  # open domains' storage before giving up
     heuristic: str = "bbps"  # bbps | babsr | widest
     # BBPS: candidates per domain whose shortcut score is computed exactly
     # (all others are ranked by a cheaper first-order estimate).
@@ -77,7 +79,7 @@ class BabConfig:
     tables_dir: str = ""  # empty: the lookup_tables/ shipped with genbab
     # Bounding each round's children: alpha (relaxations) and beta (split
     # constraints) optimized by Adam, warm-started from the parent.
-    iterations: int = 20
+    iterations: int = 10
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
     lr_decay: float = 0.98

@@ -133,7 +133,11 @@ def _run(
     stats["cases_proven"] = int(sum(proven))
     stats["cases"] = len(prop.cases)
     if all(proven):
-        return Verdict.UNSAT, f"proven by {config.bounds.method}", None
+        if stats.get("bab_items"):
+            how = f"branch and bound ({stats.get('bab_domains', 0)} domains)"
+        else:
+            how = config.bounds.method
+        return Verdict.UNSAT, f"proven by {how}", None
     if clock.expired():
         return Verdict.TIMEOUT, "time limit reached", None
     return (

@@ -188,3 +188,17 @@ def test_shipped_configs_load_and_use_only_known_options():
         data = yaml.safe_load(path.read_text())
         assert isinstance(data, dict) and data, path
         assert config.bab.heuristic in ("bbps", "babsr", "widest")
+
+
+def test_nan_root_bounds_count_as_open(tmp_path):
+    engine, box, obj, bounds, lower = _instance(tmp_path, *HARD[1], 0.01)
+    nan = torch.full_like(lower, float("nan"))
+    result = _bab(engine, box, obj, bounds, nan, max_domains=50)
+    assert result.stats["bab_items"] == 1
+    assert not result.proven
+
+
+def test_pool_memory_limit(tmp_path):
+    engine, box, obj, bounds, lower = _instance(tmp_path, *HARD[2], 0.5)
+    result = _bab(engine, box, obj, bounds, lower, max_pool_mb=0)
+    assert result.reason == "max_pool_mb" and not result.proven

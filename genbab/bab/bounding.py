@@ -14,6 +14,7 @@ Proven domains leave the batch as soon as they are proven.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -195,46 +196,67 @@ def optimize(
         parameters of those not proven.
     """
     cfg = problem.config
-    engine = problem.engine
-    objective = problem.objective
-    dtype = engine.dtype
     use_beta = cfg.beta and bool(doms.beta)
-    masks = split_masks(problem, doms) if use_beta else None
     names_a = list(doms.alpha)
     names_b = list(doms.beta) if use_beta else []
+    dtype = problem.engine.dtype
     leaves = [doms.alpha[k].to(dtype).clone().requires_grad_(True) for k in names_a]
     leaves += [doms.beta[k].to(dtype).clone().requires_grad_(True) for k in names_b]
     lrs = [cfg.lr_alpha] * len(names_a) + [cfg.lr_beta] * len(names_b)
     adam = _Adam(leaves, lrs, cfg.lr_decay)
     best = doms.lower.clone()
-    active = torch.arange(len(doms), device=best.device)
-    sub = doms
-    sub_masks = masks
-    rhs = objective.rhs[doms.item]
+    rhs = problem.objective.rhs[doms.item]
+    active = _Active(
+        torch.arange(len(doms), device=best.device),
+        doms,
+        split_masks(problem, doms) if use_beta else None,
+    )
+    n_a = len(names_a)
     for it in range(max(1, iterations)):
-        alpha = dict(zip(names_a, adam.tensors[: len(names_a)], strict=True))
-        beta = dict(zip(names_b, adam.tensors[len(names_a) :], strict=True))
+        alpha = dict(zip(names_a, adam.tensors[:n_a], strict=True))
+        beta = dict(zip(names_b, adam.tensors[n_a:], strict=True))
         with torch.enable_grad():
-            lower = lower_bound(problem, sub, alpha, beta or None, sub_masks)
-        best[active] = torch.maximum(best[active], lower.detach())
-        margin = (best[active] - rhs[active]).max(-1).values
-        done = margin > 0
+            lower = lower_bound(problem, active.doms, alpha, beta or None, active.masks)
+        # fmax: a NaN bound (never expected) is ignored, not propagated.
+        best[active.index] = torch.fmax(best[active.index], lower.detach())
+        done = (best[active.index] - rhs[active.index]).max(-1).values > 0
         if done.all() or it == iterations - 1:
             break
         if deadline is not None and time.monotonic() > deadline:
             break
-        loss = -(lower - rhs[active]).max(-1).values.clamp(max=0).sum()
-        loss.backward()
+        margin = (lower - rhs[active.index]).max(-1).values
+        (-margin.clamp(max=0).sum()).backward()
         adam.step()
-        for t in adam.tensors[len(names_a) :]:
+        for t in adam.tensors[n_a:]:  # project beta onto >= 0
             t.data.clamp_(min=0)
         if done.sum() * 4 >= done.numel():
             keep = torch.nonzero(~done).flatten()
             adam.keep(keep)
-            active = active[keep]
-            sub = sub.take(keep)
-            if sub_masks is not None:
-                sub_masks = {k: (a[keep], b[keep]) for k, (a, b) in sub_masks.items()}
+            active = active.keep(keep)
+    return _finish(doms, best, rhs, names_a, names_b, adam.tensors, active.index)
+
+
+@dataclass
+class _Active:
+    """The domains still being optimized: their rows in the batch, their data
+    and their split masks."""
+
+    index: Tensor
+    doms: Domains
+    masks: dict[str, tuple[Tensor, Tensor]] | None
+
+    def keep(self, keep: Tensor) -> _Active:
+        masks = self.masks
+        if masks is not None:
+            masks = {k: (a[keep], b[keep]) for k, (a, b) in masks.items()}
+        doms = self.doms
+        lean = Domains(doms.item, doms.lower, doms.margin, doms.depth, doms.bounds)
+        return _Active(self.index[keep], lean.take(keep), masks)
+
+
+def _finish(doms, best, rhs, names_a, names_b, tensors, active) -> Domains:
+    """The domains with their best bounds and the final parameters of those
+    still open (``active``)."""
     out = Domains(
         doms.item,
         best,
@@ -246,9 +268,9 @@ def optimize(
     )
     n_a = len(names_a)
     with torch.no_grad():
-        for k, t in zip(names_a, adam.tensors[:n_a], strict=True):
+        for k, t in zip(names_a, tensors[:n_a], strict=True):
             out.alpha[k][active] = t.detach().to(STORE_DTYPE)
-        for k, t in zip(names_b, adam.tensors[n_a:], strict=True):
+        for k, t in zip(names_b, tensors[n_a:], strict=True):
             out.beta[k][active] = t.detach().to(STORE_DTYPE)
     return out
 

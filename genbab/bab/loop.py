@@ -43,7 +43,7 @@ class BabResult:
     Attributes:
         proven: True when every domain was proven (the cases hold).
         reason: Why it stopped otherwise (``"timeout"``, ``"max_domains"``,
-            ``"unsplittable"``, ``"out_of_memory"``).
+            ``"max_pool_mb"``, ``"unsplittable"``, ``"out_of_memory"``).
         stats: Domains visited, rounds, seconds, domains per second, depth.
     """
 
@@ -79,7 +79,7 @@ def run_bab(
     stats = {"bab_items": int(problem.item_case.numel())}
     if len(root):
         root = bounding.optimize(problem, root, config.root_iterations, deadline)
-    pool = DomainPool(root.take(root.margin <= 0))
+    pool = DomainPool(root.take(~(root.margin > 0)))  # NaN counts as open
     loop = _Loop(problem, pool, deadline)
     reason = loop.run()
     seconds = time.monotonic() - start
@@ -120,7 +120,8 @@ def _setup(engine, box, objective, bounds, lower, config, table):
     C = box.batch
     K, R = objective.num_clauses, objective.rows_per_clause
     margins = objective.clause_margins(lower)  # [C, K]
-    case, clause = torch.nonzero(margins <= 0, as_tuple=True)
+    # Every clause not proven (NaN included) becomes an item.
+    case, clause = torch.nonzero(~(margins > 0), as_tuple=True)
     coeffs = objective.coeffs.reshape(C, K, R, -1)[case, clause]
     rhs = objective.rhs.reshape(C, K, R)[case, clause]
     valid = torch.ones(case.numel(), 1, dtype=torch.bool, device=case.device)
@@ -230,6 +231,8 @@ class _Loop:
         while len(self.pool):
             if self.visited >= cfg.max_domains:
                 return "max_domains"
+            if self.pool.nbytes() > cfg.max_pool_mb * 2**20:
+                return "max_pool_mb"
             count = self._round_size()
             if count == 0:
                 return "timeout"
@@ -251,7 +254,7 @@ class _Loop:
                 self.pool.push(batch)
                 return "unsplittable"
             self._account(children, time.monotonic() - t0)
-            self.pool.push(children.take(children.margin <= 0))
+            self.pool.push(children.take(~(children.margin > 0)))
         return ""
 
     def _round_size(self) -> int:

@@ -86,6 +86,7 @@ def bound_objective(
         config.intermediate_iterations,
         config.intermediate_lr,
         deadline,
+        lr_decay=config.intermediate_lr_decay,
     )
     with torch.no_grad():
         crown = engine.objective_lower(objective.coeffs, box, bounds)
