@@ -49,7 +49,8 @@ class BoundsConfig:
     """Incomplete verification by bound propagation."""
 
     method: str = "alpha-crown"  # interval | crown | alpha-crown
-    intermediate: str = "crown"  # interval | crown: bounds of nonlinear inputs
+    # interval | crown | alpha-crown: bounds of nonlinear inputs
+    intermediate: str = "crown"
     alpha_iterations: int = 50
     alpha_lr: float = 0.1
     alpha_lr_decay: float = 0.98
@@ -66,21 +67,48 @@ class BoundsConfig:
     # values visited) keep the forward bounds.
     forward_max_inputs: int = 16
     max_pass_work: int = 1 << 26
+    # intermediate = alpha-crown: Adam steps and learning rate per value.
+    intermediate_iterations: int = 20
+    intermediate_lr: float = 0.1
+    intermediate_lr_decay: float = 1.0
 
 
 @dataclass(frozen=True)
 class BabConfig:
-    """Branch-and-bound on the inputs of nonlinearities."""
+    """Branch-and-bound on the inputs of nonlinearities (GenBaB)."""
 
     enabled: bool = True
     batch_size: int = 64  # domains split per round (children: twice as many)
-    max_domains: int = 200_000
+    max_domains: int = 200_000  # domains bounded before giving up
+    max_pool_mb: int = 4096  # open domains' storage before giving up
     heuristic: str = "bbps"  # bbps | babsr | widest
+    # BBPS: candidates per domain whose shortcut score is computed exactly
+    # (all others are ranked by a cheaper first-order estimate).
+    candidates: int = 8
+    # How a split's score combines its children's estimated margins: worst
+    # (the worst child's) or open_sum (sum of the children's negative parts).
+    score_reduce: str = "open_sum"
     branching_point: str = "table"  # table | midpoint
     tables_dir: str = ""  # empty: the lookup_tables/ shipped with genbab
-    alpha_iterations: int = 10  # alpha-CROWN steps on each round's children
-    recompute_intermediate: bool = True  # CROWN bounds after the split node
+    # Bounding each round's children: alpha (relaxations) and beta (split
+    # constraints) optimized by Adam, warm-started from the parent.
+    iterations: int = 10
+    lr_alpha: float = 0.1
+    lr_beta: float = 0.05
+    lr_decay: float = 0.98
+    beta: bool = True
+    root_iterations: int = 50  # alpha steps on the open clauses before BaB
+    # CROWN bounds of the values after the split node for every child (slow);
+    # otherwise a child inherits its parent's intermediate bounds.
+    recompute_intermediate: bool = False
     min_gap: float = 1e-3  # intervals narrower than this are not split
+    # Split several levels at once while the pool is small (children up to
+    # 2 * batch_size), at most this many.
+    max_split_depth: int = 4
+    # Re-rank the best `filter_candidates` neurons per domain by bounding
+    # their children with `filter_iterations` steps (0: off).
+    filter_candidates: int = 0
+    filter_iterations: int = 5
 
 
 @dataclass(frozen=True)
@@ -112,9 +140,10 @@ class Config:
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("general", "dtype"): ("float32", "float64"),
     ("bounds", "method"): ("interval", "crown", "alpha-crown"),
-    ("bounds", "intermediate"): ("interval", "crown"),
+    ("bounds", "intermediate"): ("interval", "crown", "alpha-crown"),
     ("bab", "heuristic"): ("bbps", "babsr", "widest"),
     ("bab", "branching_point"): ("table", "midpoint"),
+    ("bab", "score_reduce"): ("worst", "open_sum"),
     ("input_split", "mode"): ("auto", "always", "never"),
     ("input_split", "method"): ("crown", "alpha-crown"),
     ("input_split", "heuristic"): ("smart", "widest"),

@@ -148,7 +148,11 @@ def _run(
     stats["cases_proven"] = int(sum(proven))
     stats["cases"] = len(prop.cases)
     if all(proven):
-        return Verdict.UNSAT, f"proven by {config.bounds.method}", None
+        if stats.get("bab_items"):
+            how = f"branch and bound ({stats.get('bab_domains', 0)} domains)"
+        else:
+            how = config.bounds.method
+        return Verdict.UNSAT, f"proven by {how}", None
     if clock.expired():
         return Verdict.TIMEOUT, "time limit reached", None
     return (
@@ -260,7 +264,6 @@ def _prove_cases(
                 bounds,
                 lower,
                 config.bab,
-                config.bounds,
                 deadline=clock.deadline,
                 table=_branching_table(config),
             )
@@ -280,8 +283,12 @@ def _prove_cases(
 def _merge_stats(stats: dict, new: dict) -> None:
     """Add branch-and-bound statistics of one chunk of cases to ``stats``."""
     for key, value in new.items():
-        if key in ("bab_max_depth",):
+        if key == "bab_max_depth":
             stats[key] = max(stats.get(key, 0), value)
+        elif key == "bab_worst_margin":
+            stats[key] = min(stats.get(key, float("inf")), value)
+        elif key == "bab_batch_size":
+            stats[key] = value
         elif key == "bab_domains_per_second":
             continue
         else:

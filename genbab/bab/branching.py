@@ -1,18 +1,25 @@
-"""Choosing where to split: the neuron (heuristics) and the point.
+"""Choosing where to split: the neuron (heuristics), the point, the children.
 
 Candidates are the neurons of values that feed nonlinear nodes (the "split
-values"). Each heuristic scores every candidate of every domain; the best one per
-domain is split.
+values"). Each heuristic scores the candidates of every domain; the best one per
+domain (the best few, when several levels are split at once) is split.
 
 * ``widest``: the widest input interval.
-* ``babsr``: the change of the relaxation's intercepts, weighted by the
-  objective's coefficients on the nonlinearity's output (one backward step,
-  no concretization): BaBSR's idea carried over to general functions.
-* ``bbps``: one backward step through the relaxation of each child, then a
-  shortcut to the input through the value's own linear bounds in terms of the
-  input (saved at the root), concretized over the box: the estimated new lower
-  bound of each objective row. The score is the improvement of the worst child on
-  the worst unproven row.
+* ``babsr``: the change of the relaxation's intercepts when the neuron's
+  interval is replaced by each child's, weighted by the objective's coefficients
+  on the nonlinearity's output (one backward step, no concretization): BaBSR's
+  idea carried over to general functions.
+* ``bbps``: the same backward step also changes the coefficient ``c`` on the
+  neuron ``h``; the change ``dc * h`` is replaced by ``h``'s own linear bounds in
+  terms of the input (saved at the root: a shortcut past all layers between) and
+  concretized together with the objective's linear form over the box. Score: the
+  estimated new margin of the worst child.
+
+BBPS is evaluated in two stages. Over the box, ``min_x (A + D) . x`` is at most
+``min_x A . x + D . x*`` with ``x*`` the corner minimizing ``A . x``, so this
+first-order value (one matrix-vector product per domain) is an optimistic
+estimate of every candidate's score. Only the ``candidates`` best by it get the
+exact score, ``(A + D) . mid - |A + D| . rad``.
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from genbab.bounds.box import Bounds, Box
+from genbab.bounds.box import Bounds, broadcast_batch
 from genbab.bounds.engine import Engine, LinearForm
 from genbab.bounds.nonlinear import relax_unary
 from genbab.bounds.relax.bivariate import relax_mul
 from genbab.model.graph import Node
 from genbab.model.ops import Mul, Unary
+from genbab.tables.keys import table_key
+
+SCORE_DTYPE = torch.float32  # scores only rank candidates
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,7 @@ def split_values(engine: Engine) -> list[SplitValue]:
     out = []
     for name in engine.needs_bounds():
         nodes = feeds.get(name)
-        if not nodes:
+        if not nodes or name == graph.input_name:
             continue
         relu_only = all(
             isinstance(n.op, Unary) and n.op.func in ("relu", "leaky_relu", "abs")
@@ -67,113 +77,116 @@ def candidate_mask(value: SplitValue, lower: Tensor, upper: Tensor, min_gap: flo
     return (upper - lower) > min_gap
 
 
-def split_points(value: SplitValue, lower: Tensor, upper: Tensor, table=None) -> Tensor:
+def split_points(
+    value: SplitValue,
+    lower: Tensor,
+    upper: Tensor,
+    table=None,
+    bounds: Bounds | None = None,
+) -> Tensor:
     """Branching point of every neuron of a value, strictly inside its interval.
 
-    ReLU-like consumers split at 0; a single univariate consumer with a lookup
-    table uses it; everything else splits at the midpoint.
+    ReLU-like consumers split at 0; a single univariate consumer, or a single
+    product, with a lookup table uses it (``table.points(func, lower, upper)``,
+    ``table.mul_points(xl, xu, yl, yu)`` with the split input first); everything
+    else, and any point the table puts outside ``(lower, upper)``, splits at the
+    midpoint.
+
+    Args:
+        bounds: Bounds of the other inputs (for products).
     """
     mid = (lower + upper) / 2
     if value.relu_only:
         return torch.where((lower < 0) & (upper > 0), torch.zeros_like(mid), mid)
-    if table is not None and len(value.consumers) == 1:
-        node = value.consumers[0]
-        if isinstance(node.op, Unary) and node.op.param is None:
-            p = table.points(node.op.func, lower, upper)
-            inside = (p > lower) & (p < upper)
-            return torch.where(inside, p, mid)
-    return mid
+    if table is None or len(value.consumers) != 1:
+        return mid
+    node = value.consumers[0]
+    p = None
+    if isinstance(node.op, Unary):
+        key = table_key(node.op.func, node.op.param)
+        if key is not None:
+            p = table.points(key, lower, upper)
+    elif (
+        isinstance(node.op, Mul) and bounds is not None and hasattr(table, "mul_points")
+    ):
+        others = [i for i in node.inputs if i != value.name]
+        if len(others) == 1 and bounds[others[0]][0].shape == lower.shape:
+            ol, ou = bounds[others[0]]
+            p = table.mul_points(lower, upper, ol, ou)
+    if p is None:
+        return mid
+    p = torch.as_tensor(p, dtype=lower.dtype, device=lower.device)
+    inside = (p > lower) & (p < upper)
+    return torch.where(inside, p, mid)
 
 
-def score(
-    heuristic: str,
-    engine: Engine,
-    values: list[SplitValue],
-    bounds: Bounds,
-    points: dict[str, Tensor],
+@dataclass
+class Scores:
+    """Scores of every candidate of every domain, higher is better.
+
+    Attributes:
+        value: ``[N, T]`` (``T`` neurons of all split values, concatenated).
+        mask: ``[N, T]`` True where the neuron may be split.
+        points: ``[N, T]`` the branching point of each neuron.
+    """
+
+    value: Tensor
+    mask: Tensor
+    points: Tensor
+
+
+def child_terms(
+    value: SplitValue,
     record: dict[str, Tensor],
-    form: LinearForm,
-    box: Box,
-    rows_open: Tensor,
-    root_forms: dict[str, tuple[LinearForm, LinearForm]] | None,
-) -> dict[str, Tensor]:
-    """Score every neuron of every split value; higher is better.
+    bounds: Bounds,
+    points: Tensor,
+    alpha: dict[str, Tensor],
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Coefficient on each neuron of ``value`` after one backward step through
+    its consumers' relaxations, for the parent and for each child's interval,
+    and the change of the bias, all consumers together.
 
     Args:
-        heuristic: ``bbps``, ``babsr`` or ``widest``.
-        bounds: Current bounds of the batch, ``[N, *shape]`` per value.
-        points: Branching point per value, ``[N, *shape]``.
-        record: Objective coefficients on each nonlinear node's output,
-            ``[N, S, *shape]`` (from :meth:`Engine.backward`).
-        form: The objective's linear form in the input, ``[N, S, *in]``.
-        box: The input boxes of the batch.
-        rows_open: ``[N, S]`` True for rows not yet proven (others are ignored).
-        root_forms: Linear bounds of each split value in the input, indexed per
-            domain already (``[N, n, *in]``), for ``bbps``.
+        record: Objective coefficients on nonlinear outputs, ``[N, R, *shape]``.
+        bounds: The domains' bounds.
+        points: Branching points ``[N, *shape]``.
+        alpha: The domains' relaxation parameters ``[N, P, R, *shape]`` (the
+            parent's relaxation uses them, the children's the default).
 
     Returns:
-        Value name -> scores ``[N, n]`` (flattened neurons).
+        ``(c0, c1, db)``: ``[N, R, n]``, ``[2, N, R, n]`` (child ``h <= p``
+        first) and ``[2, N, R, n]``; None when no consumer was reached.
     """
-    out: dict[str, Tensor] = {}
-    for value in values:
-        lo, hi = bounds[value.name]
-        if heuristic == "widest":
-            out[value.name] = (hi - lo).flatten(1)
+    lo, hi = bounds[value.name]
+    c0 = c1 = db = None
+    for node in value.consumers:
+        a = record.get(node.name)
+        if a is None:
             continue
-        p = points[value.name]
-        gain = None
-        for node in value.consumers:
-            a = record.get(node.name)
-            if a is None:
-                continue
-            g = _consumer_gain(
-                heuristic, node, value.name, a, bounds, lo, hi, p, form, box, root_forms
-            )
-            gain = g if gain is None else gain + g
-        if gain is None:
-            out[value.name] = torch.zeros_like(lo.flatten(1))
-            continue
-        # gain: [children=2, N, S, n]; worst child, worst open row.
-        big = torch.finfo(gain.dtype).max
-        gain = torch.where(rows_open[None, :, :, None], gain, big)
-        out[value.name] = gain.min(0).values.min(1).values
-    return out
-
-
-def _consumer_gain(
-    heuristic, node, name, a, bounds, lo, hi, p, form, box, root_forms
-) -> Tensor:
-    """Estimated change of each row's bound from splitting each neuron of
-    ``name`` for one consumer node, ``[2, N, S, n]``."""
-    N, S = a.shape[:2]
-    if isinstance(node.op, Unary):
-        parent = _unary_terms(node, a, lo, hi)
-        kids = [_unary_terms(node, a, lo, p), _unary_terms(node, a, p, hi)]
-    else:
-        kids, parent = _mul_terms(node, name, a, bounds, p)
-    # Each term is (coefficient on h, intercept), [N, S, *shape].
-    c0, b0 = parent
-    gains = []
-    for (c1, b1), (klo, khi) in zip(kids, [(lo, p), (p, hi)], strict=True):
-        db = (b1 - b0).flatten(2)
-        if heuristic == "babsr":
-            gains.append(db)
-            continue
-        dc = (c1 - c0).flatten(2)
-        if root_forms is not None and name in root_forms and isinstance(node.op, Unary):
-            gains.append(db + _shortcut(dc, form, box, root_forms[name]))
+        if isinstance(node.op, Unary):
+            p0 = alpha.get(node.name)
+            p0 = None if p0 is None else p0.movedim(1, 0).to(a.dtype)
+            parent = _unary_terms(node, a, lo, hi, p0)
+            kids = [
+                _unary_terms(node, a, lo, points),
+                _unary_terms(node, a, points, hi),
+            ]
         else:
-            # Interval shortcut: the change of c * h over the child's interval.
-            kl, kh = klo.flatten(1)[:, None], khi.flatten(1)[:, None]
-            new = torch.minimum(c1.flatten(2) * kl, c1.flatten(2) * kh)
-            ol, oh = lo.flatten(1)[:, None], hi.flatten(1)[:, None]
-            old = torch.minimum(c0.flatten(2) * ol, c0.flatten(2) * oh)
-            gains.append(db + new - old)
-    return torch.stack(gains)
+            kids, parent = _mul_terms(node, value.name, a, bounds, points)
+        pc, pb = parent
+        c = pc.flatten(2)
+        k = torch.stack([kc.flatten(2) for kc, _ in kids])
+        b = torch.stack([(kb - pb).flatten(2) for _, kb in kids])
+        c0 = c if c0 is None else c0 + c
+        c1 = k if c1 is None else c1 + k
+        db = b if db is None else db + b
+    if c0 is None or c1 is None or db is None:
+        return None
+    return c0, c1, db
 
 
-def _unary_terms(node: Node, a: Tensor, lo: Tensor, hi: Tensor):
-    rel = relax_unary(node, lo.unsqueeze(1), hi.unsqueeze(1))
+def _unary_terms(node: Node, a: Tensor, lo: Tensor, hi: Tensor, params=None):
+    rel = relax_unary(node, lo.unsqueeze(1), hi.unsqueeze(1), params)
     pos, neg = a.clamp(min=0), a.clamp(max=0)
     return (
         pos * rel.lower_slope + neg * rel.upper_slope,
@@ -182,22 +195,23 @@ def _unary_terms(node: Node, a: Tensor, lo: Tensor, hi: Tensor):
 
 
 def _mul_terms(node: Node, name: str, a: Tensor, bounds: Bounds, p: Tensor):
-    """Terms for a product when one of its inputs (``name``) is split; only the
-    intercept and the split input's coefficient are compared (shapes must match:
-    otherwise no gain is estimated)."""
+    """Terms for a product when one of its inputs (``name``) is split; the other
+    input's term is concretized over its interval. Without matching shapes no
+    gain is estimated (all terms zero)."""
     (xl, xu), (yl, yu) = (bounds[i] for i in node.inputs)
     first = node.inputs[0] == name
     zeros = torch.zeros_like(a)
+    none = [(zeros, zeros), (zeros, zeros)], (zeros, zeros)
     if (xl.shape if first else yl.shape)[1:] != tuple(node.shape):
-        return [(zeros, zeros), (zeros, zeros)], (zeros, zeros)
+        return none
 
     def terms(xl, xu, yl, yu):
+        xl, xu, yl, yu = broadcast_batch(tuple(node.shape), xl, xu, yl, yu)
         rel = relax_mul(*(t.unsqueeze(1) for t in (xl, xu, yl, yu)))
         pos, neg = a.clamp(min=0), a.clamp(max=0)
         cx = pos * rel.lower_x + neg * rel.upper_x
         cy = pos * rel.lower_y + neg * rel.upper_y
         b = pos * rel.lower_bias + neg * rel.upper_bias
-        # The other input's term is concretized over its interval.
         ol, oh = (yl, yu) if first else (xl, xu)
         other = cy if first else cx
         b = b + torch.minimum(other * ol.unsqueeze(1), other * oh.unsqueeze(1))
@@ -210,41 +224,59 @@ def _mul_terms(node: Node, name: str, a: Tensor, bounds: Bounds, p: Tensor):
         else:
             kids = [terms(xl, xu, yl, p), terms(xl, xu, p, yu)]
     except RuntimeError:  # broadcasting the other input does not fit
-        return [(zeros, zeros), (zeros, zeros)], (zeros, zeros)
+        return none
     return kids, parent
 
 
-def _shortcut(dc: Tensor, form: LinearForm, box: Box, forms) -> Tensor:
-    """Change of each row's concretized bound when neuron ``j``'s coefficient
-    changes by ``dc[..., j]``, with ``h_j`` replaced by its linear bounds in the
-    input. ``[N, S, n]``."""
-    low, up = forms
-    N, S, n = dc.shape
-    a0 = form.coeffs.flatten(2)  # [N, S, I]
-    base = _concretize(a0, box)  # [N, S]
-    lo_c, up_c = low.coeffs.flatten(2), up.coeffs.flatten(2)  # [N, n, I]
-    out = torch.empty(N, S, n, dtype=dc.dtype, device=dc.device)
-    chunk = max(1, int(2e7 // max(1, N * S * a0.shape[-1])))
-    for j in range(0, n, chunk):
-        d = dc[:, :, j : j + chunk]  # [N, S, k]
-        pos, neg = d.clamp(min=0), d.clamp(max=0)
-        coeff = (
-            a0[:, :, None]
-            + pos[..., None] * lo_c[:, None, j : j + chunk]
-            + neg[..., None] * up_c[:, None, j : j + chunk]
-        )
-        bias = (
-            pos * low.bias[:, None, j : j + chunk]
-            + neg * up.bias[:, None, j : j + chunk]
-        )
-        out[:, :, j : j + chunk] = _concretize(coeff, box) + bias - base[..., None]
+def per_case_matvec(mat: Tensor, case: Tensor, x: Tensor) -> Tensor:
+    """``mat[case[n]] @ x[n]`` for every domain ``n``, grouped by case.
+
+    Args:
+        mat: ``[C, T, I]``.
+        case: ``[N]`` long.
+        x: ``[N, R, I]``.
+
+    Returns:
+        ``[N, R, T]``.
+    """
+    N, R, _ = x.shape
+    out = x.new_empty(N, R, mat.shape[1])
+    for c in torch.unique(case).tolist():
+        sel = torch.nonzero(case == c).flatten()
+        xs = x[sel].reshape(-1, x.shape[-1])  # [n_c R, I]
+        out[sel] = (xs @ mat[c].T).reshape(sel.numel(), R, -1)
     return out
 
 
-def _concretize(coeffs: Tensor, box: Box) -> Tensor:
-    """Minimum of ``coeffs . x`` over the boxes; ``coeffs`` ``[N, ..., I]``."""
-    lo = box.lower.flatten(1)
-    hi = box.upper.flatten(1)
-    shape = (lo.shape[0],) + (1,) * (coeffs.dim() - 2) + (lo.shape[1],)
-    lo, hi = lo.reshape(shape), hi.reshape(shape)
-    return (coeffs.clamp(min=0) * lo + coeffs.clamp(max=0) * hi).sum(-1)
+def concretize_mid_rad(coeffs: Tensor, mid: Tensor, rad: Tensor) -> Tensor:
+    """``min_x coeffs . x`` over ``|x - mid| <= rad`` along the last dim."""
+    return (coeffs * mid).sum(-1) - (coeffs.abs() * rad).sum(-1)
+
+
+def clause_score(margin: Tensor, gain: Tensor, reduce: str = "open_sum") -> Tensor:
+    """Score of a split from the estimated margins of its children.
+
+    Args:
+        margin: Current row margins ``lower - rhs``, ``[N, R]``.
+        gain: Estimated change per child and row, ``[2, N, R, K]``.
+        reduce: ``worst``: the estimated clause margin of the worst child;
+            ``open_sum``: the sum over children of the negative part of their
+            estimated clause margins (a child expected to be proven counts 0,
+            so a split that proves one side scores well).
+
+    Returns:
+        ``[N, K]``, higher is better.
+    """
+    new = (margin[None, :, :, None] + gain).max(2).values  # [2, N, K]
+    if reduce == "worst":
+        return new.min(0).values
+    return new.clamp(max=0).sum(0)
+
+
+def form_parts(form: LinearForm, lower: Tensor, upper: Tensor):
+    """Flattened form coefficients, box mid and radius in :data:`SCORE_DTYPE`."""
+    a0 = form.coeffs.flatten(2).to(SCORE_DTYPE)  # [N, R, I]
+    lo = lower.flatten(1).to(SCORE_DTYPE)
+    hi = upper.flatten(1).to(SCORE_DTYPE)
+    mid, rad = ((lo + hi) / 2).unsqueeze(1), ((hi - lo) / 2).clamp(min=0).unsqueeze(1)
+    return a0, mid, rad

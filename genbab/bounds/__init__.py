@@ -11,7 +11,7 @@ import time
 import torch
 from torch import Tensor
 
-from genbab.bounds.alpha import optimize_bounds
+from genbab.bounds.alpha import optimize_bounds, optimize_intermediate
 from genbab.bounds.box import Bounds, Box
 from genbab.bounds.engine import Engine
 from genbab.bounds.objective import Objective, build_objective
@@ -74,7 +74,31 @@ def bound_objective(
     best, _ = optimize_bounds(
         engine, box, bounds, objective, config, deadline, start_lower=lower
     )
-    return best, bounds
+    if config.intermediate != "alpha-crown" or objective.proven(best).all():
+        return best, bounds
+    if deadline is not None and time.monotonic() > deadline:
+        return best, bounds
+    # Tighter intermediate bounds, then alpha-CROWN on the output again.
+    bounds = optimize_intermediate(
+        engine,
+        box,
+        bounds,
+        config.intermediate_iterations,
+        config.intermediate_lr,
+        deadline,
+        lr_decay=config.intermediate_lr_decay,
+    )
+    with torch.no_grad():
+        crown = engine.objective_lower(objective.coeffs, box, bounds)
+    best = torch.maximum(best, crown)
+    if objective.proven(best).all():
+        return best, bounds
+    if deadline is not None and time.monotonic() > deadline:
+        return best, bounds
+    again, _ = optimize_bounds(
+        engine, box, bounds, objective, config, deadline, start_lower=best
+    )
+    return again, bounds
 
 
 __all__ = [

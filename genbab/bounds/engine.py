@@ -162,6 +162,7 @@ class Engine:
         bounds: Bounds,
         params: Params | None = None,
         record: dict[str, Tensor] | None = None,
+        extra: dict[str, tuple[Tensor, Tensor]] | None = None,
     ) -> LinearForm:
         """Propagate ``coeffs . value(start)`` back to a linear form of the input.
 
@@ -177,6 +178,12 @@ class Engine:
                 the default relaxations.
             record: If given, filled with the coefficients on the output of each
                 nonlinear node reached, ``[B, S, *shape]`` (branching uses them).
+            extra: Terms added when the pass reaches a value: name ->
+                ``(coeffs [B, S, *shape], bias [B, S])``; the coefficients are
+                added to those on the value and the bias to the result. The
+                caller keeps the bound valid (e.g. beta-CROWN adds
+                ``-beta * sign * (h - p)``, non-negative where ``sign * (h - p)
+                >= 0``, and bounds the smaller function).
 
         Returns:
             The linear form in the graph input.
@@ -187,6 +194,10 @@ class Engine:
         stop = self._order.get(start, -1)
         for node in reversed(self.graph.nodes[: stop + 1]):
             a = acc.pop(node.name, None)
+            if extra is not None and node.name in extra:
+                c, b = extra[node.name]
+                a = c if a is None else a + c
+                bias = bias + b
             if a is None:
                 continue
             if record is not None and not node.op.linear:
