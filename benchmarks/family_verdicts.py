@@ -7,9 +7,9 @@ Runs ``genbab run ../shared/benchmarks/FAMILY/instances.csv --config
 configs/FAMILY.yaml`` for every family (instances' own timeouts, capped at
 ``--max-timeout``), one result folder per family under ``--out``. Runs resume:
 a second call skips what the first finished. Then prints one row per family:
-sat, unsat, unknown, timeout, error, wrong (contradicting a known verdict) and
-the seconds spent, from each folder's ``results.csv``. Exit status 1 if any
-verdict is wrong.
+sat, unsat, unknown, timeout, error, known (rows with a known sat or unsat
+verdict), wrong (contradicting it) and the seconds spent, from each folder's
+``results.csv``. Exit status 1 if any verdict is wrong.
 """
 
 from __future__ import annotations
@@ -62,21 +62,35 @@ def run_family(family: str, out: Path, max_timeout: float, overrides: list[str])
 def tabulate(family: str, out: Path, known: dict) -> dict:
     """Counts of one family's results table, and the verdicts that are wrong."""
     counts = collections.Counter()
-    seconds, wrong = 0.0, []
+    seconds, wrong, checked = 0.0, [], 0
     path = out / "results.csv"
     if not path.exists():
-        return {"family": family, "counts": counts, "seconds": 0.0, "wrong": []}
+        return {
+            "family": family,
+            "counts": counts,
+            "seconds": 0.0,
+            "wrong": [],
+            "checked": 0,
+        }
     base = SHARED / family
     with open(path, encoding="utf-8") as f:
         for row in csv.DictReader(f):
             counts[row["verdict"]] += 1
             seconds += float(row["seconds"])
-            onnx = Path(row["model"]).resolve().relative_to(base.resolve())
-            vnnlib = Path(row["property"]).resolve().relative_to(base.resolve())
-            expected = known.get((family, str(onnx), str(vnnlib)))
+            # Paths as the csv has them: relative to its folder (or absolute).
+            onnx = (base / row["model"]).resolve().relative_to(base.resolve())
+            vnnlib = (base / row["property"]).resolve().relative_to(base.resolve())
+            expected = known.get((family, onnx.as_posix(), vnnlib.as_posix()))
+            checked += expected in ("sat", "unsat")
             if contradicts(row["verdict"], expected):
                 wrong.append((row["instance"], row["verdict"], expected))
-    return {"family": family, "counts": counts, "seconds": seconds, "wrong": wrong}
+    return {
+        "family": family,
+        "counts": counts,
+        "seconds": seconds,
+        "wrong": wrong,
+        "checked": checked,
+    }
 
 
 def main() -> int:
@@ -94,12 +108,12 @@ def main() -> int:
         if not args.table_only:
             run_family(family, out, args.max_timeout, args.overrides)
         rows.append(tabulate(family, out, known))
-    header = ["family", *VERDICTS, "wrong", "seconds"]
+    header = ["family", *VERDICTS, "known", "wrong", "seconds"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
         cells = [r["family"], *(str(r["counts"][v]) for v in VERDICTS)]
-        cells += [str(len(r["wrong"])), f"{r['seconds']:.0f}"]
+        cells += [str(r["checked"]), str(len(r["wrong"])), f"{r['seconds']:.0f}"]
         print("| " + " | ".join(cells) + " |")
     for r in rows:
         for instance, verdict, expected in r["wrong"]:
