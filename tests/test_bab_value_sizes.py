@@ -14,7 +14,7 @@ from genbab.bounds import Box, Engine, bound_objective
 from genbab.bounds.objective import Objective
 from genbab.config import BabConfig, BoundsConfig
 from genbab.model.graph import Graph, Node
-from genbab.model.ops import Linear, Unary
+from genbab.model.ops import Linear, Mul, Unary
 
 DT = torch.float64
 MARGIN = 0.4
@@ -50,4 +50,37 @@ def test_split_values_of_different_sizes() -> None:
         )  # fmt: skip
         result = run_bab(engine, box, objective, bounds, lower, bab)
         # Every heuristic runs without an indexing error and proves it.
+        assert result.proven, (heuristic, result)
+
+
+def test_broadcast_product_input_is_scored_in_its_own_shape() -> None:
+    # s (one neuron) multiplies all three ReLU outputs: its BBPS terms are summed
+    # over the product's entries (they were product-shaped: a size mismatch).
+    g = torch.Generator().manual_seed(1)
+    nodes = [
+        Node("h", Linear(torch.randn(2, 3, generator=g, dtype=DT)), ("input",), (3,)),
+        Node("r", Unary("relu"), ("h",), (3,)),
+        Node("z", Linear(torch.randn(2, 1, generator=g, dtype=DT)), ("input",), (1,)),
+        Node("s", Unary("sigmoid"), ("z",), (1,)),
+        Node("m", Mul(), ("r", "s"), (3,)),
+        Node("y", Linear(torch.randn(3, 1, generator=g, dtype=DT)), ("m",), (1,)),
+    ]
+    engine = Engine(Graph("input", (2,), nodes, "y"), DT)
+    box = Box(-torch.ones(1, 2, dtype=DT), torch.ones(1, 2, dtype=DT))
+    x = box.lower + (box.upper - box.lower) * torch.rand(4000, 2, generator=g, dtype=DT)
+    y_min = engine.graph.forward(x).min().item()
+    objective = Objective(
+        torch.ones(1, 1, 1, dtype=DT),
+        torch.tensor([[y_min - 0.05]], dtype=DT),
+        torch.ones(1, 1, dtype=torch.bool),
+        1,
+    )
+    lower, bounds = bound_objective(engine, box, objective, BoundsConfig())
+    assert lower.item() < y_min - 0.05  # not proven by bounds alone
+    for heuristic in ("babsr", "bbps"):
+        bab = BabConfig(
+            batch_size=4, max_domains=4000, branching_point="midpoint",
+            heuristic=heuristic,
+        )  # fmt: skip
+        result = run_bab(engine, box, objective, bounds, lower, bab)
         assert result.proven, (heuristic, result)

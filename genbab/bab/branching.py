@@ -196,14 +196,15 @@ def _unary_terms(node: Node, a: Tensor, lo: Tensor, hi: Tensor, params=None):
 
 def _mul_terms(node: Node, name: str, a: Tensor, bounds: Bounds, p: Tensor):
     """Terms for a product when one of its inputs (``name``) is split; the other
-    input's term is concretized over its interval. Without matching shapes no
+    input's term is concretized over its interval. A split input broadcast in the
+    product (shape ``[N, *s]`` with ``s`` smaller than the product's) gets the sum
+    of its terms over the product's entries it feeds. If broadcasting fails no
     gain is estimated (all terms zero)."""
     (xl, xu), (yl, yu) = (bounds[i] for i in node.inputs)
     first = node.inputs[0] == name
-    zeros = torch.zeros_like(a)
+    split_shape = tuple((xl if first else yl).shape[1:])
+    zeros = a.new_zeros(*a.shape[:2], *split_shape)
     none = [(zeros, zeros), (zeros, zeros)], (zeros, zeros)
-    if (xl.shape if first else yl.shape)[1:] != tuple(node.shape):
-        return none
 
     def terms(xl, xu, yl, yu):
         xl, xu, yl, yu = broadcast_batch(tuple(node.shape), xl, xu, yl, yu)
@@ -215,7 +216,10 @@ def _mul_terms(node: Node, name: str, a: Tensor, bounds: Bounds, p: Tensor):
         ol, oh = (yl, yu) if first else (xl, xu)
         other = cy if first else cx
         b = b + torch.minimum(other * ol.unsqueeze(1), other * oh.unsqueeze(1))
-        return (cx if first else cy), b
+        return (
+            _sum_to(cx if first else cy, split_shape),
+            _sum_to(b, split_shape),
+        )
 
     try:
         parent = terms(xl, xu, yl, yu)
@@ -226,6 +230,17 @@ def _mul_terms(node: Node, name: str, a: Tensor, bounds: Bounds, p: Tensor):
     except RuntimeError:  # broadcasting the other input does not fit
         return none
     return kids, parent
+
+
+def _sum_to(t: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Sum ``t`` (``[N, R, *out]``) over the entries broadcast from ``shape``:
+    the result is ``[N, R, *shape]``."""
+    out = t.shape[2:]
+    padded = (1,) * (len(out) - len(shape)) + shape
+    dims = [2 + i for i, (o, s) in enumerate(zip(out, padded, strict=True)) if s != o]
+    if dims:
+        t = t.sum(dims, keepdim=True)
+    return t.reshape(*t.shape[:2], *shape)
 
 
 def per_case_matvec(mat: Tensor, case: Tensor, x: Tensor) -> Tensor:
