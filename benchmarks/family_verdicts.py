@@ -74,16 +74,18 @@ def tabulate(family: str, out: Path, known: dict) -> dict:
         }
     base = SHARED / family
     with open(path, encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            counts[row["verdict"]] += 1
-            seconds += float(row["seconds"])
-            # Paths as the csv has them: relative to its folder (or absolute).
-            onnx = (base / row["model"]).resolve().relative_to(base.resolve())
-            vnnlib = (base / row["property"]).resolve().relative_to(base.resolve())
-            expected = known.get((family, onnx.as_posix(), vnnlib.as_posix()))
-            checked += expected in ("sat", "unsat")
-            if contradicts(row["verdict"], expected):
-                wrong.append((row["instance"], row["verdict"], expected))
+        # A retried instance has several rows: the last one counts.
+        latest = {row["instance"]: row for row in csv.DictReader(f)}
+    for row in latest.values():
+        counts[row["verdict"]] += 1
+        seconds += float(row["seconds"])
+        # Paths as the csv has them: relative to its folder (or absolute).
+        onnx = (base / row["model"]).resolve().relative_to(base.resolve())
+        vnnlib = (base / row["property"]).resolve().relative_to(base.resolve())
+        expected = known.get((family, onnx.as_posix(), vnnlib.as_posix()))
+        checked += expected in ("sat", "unsat")
+        if contradicts(row["verdict"], expected):
+            wrong.append((row["instance"], row["verdict"], expected))
     return {
         "family": family,
         "counts": counts,
