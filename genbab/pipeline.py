@@ -153,14 +153,22 @@ def _run(
         else:
             how = config.bounds.method
         return Verdict.UNSAT, f"proven by {how}", None
-    if clock.expired():
+    stopped = stats.get("bab_stopped")
+    # Branch and bound stops a little early when its next round would not fit
+    # in the time left: that is the time limit too.
+    if clock.expired() or stopped == "timeout":
         return Verdict.TIMEOUT, "time limit reached", None
-    return (
-        Verdict.UNKNOWN,
+    message = (
         f"{config.bounds.method} proved {sum(proven)} of {len(proven)} case(s);"
-        f" worst margin {worst:.4g}",
-        None,
+        f" worst margin {worst:.4g}"
     )
+    if stopped:
+        message += (
+            f"; branch and bound stopped ({stopped}) after"
+            f" {stats.get('bab_domains', 0)} domains, worst domain margin"
+            f" {stats.get('bab_worst_margin', float('nan')):.4g}"
+        )
+    return Verdict.UNKNOWN, message, None
 
 
 def _splits_inputs(graph: Graph, options: InputSplitConfig) -> bool:
