@@ -7,6 +7,9 @@ verify is the fake in ``genbab_fakes``: each property file says what it returns.
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -397,3 +400,31 @@ def test_in_process_executor_never_raises(fake, tmp_path):
     result = InProcessExecutor()(files["model"], files["boom"], 5.0)
     assert isinstance(result, Result)
     assert (result.verdict, result.message) == (Verdict.ERROR, "RuntimeError: boom")
+
+
+def test_ctrl_c_during_run_gives_one_line_and_keeps_results(tmp_path):
+    # SIGINT to the whole process group, as a terminal's Ctrl-C does.
+    env = fakes.install_site(tmp_path / "site")
+    env["GENBAB_FAKE_LOG"] = str(tmp_path / "calls.log")
+    csv_path = write_benchmark(
+        tmp_path / "bench", {"a": ("unsat", 30), "slow": ("sleep 60", 60)}
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genbab", "run", str(csv_path), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(fakes.calls(tmp_path / "calls.log")) < 2:  # "slow" has started
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr, stderr
+    assert "interrupted" in stderr
+    assert [r[3] for r in read_csv_rows(out / RESULTS_CSV)[1:]] == ["unsat"]

@@ -14,6 +14,7 @@ import importlib
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -250,6 +251,9 @@ def _serve(
     initargs: tuple[Any, ...],
 ) -> None:
     """The worker's loop: receive (model, property, timeout, config), reply Result."""
+    # Ctrl-C reaches the whole process group: the parent reports the interrupt
+    # and stops this worker; the worker itself ignores it (no traceback of its own).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
         initializer(*initargs)
     preload_pipeline()
