@@ -466,10 +466,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     category = args.category or csv_dir.name
     out = Path(args.out) if args.out else Path("genbab-results") / category
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(_config_yaml(config), encoding="utf-8")
+    _save_run_config(out, _config_yaml(config))
     logger.info(
         "%d instances from %s; results in %s", len(instances), args.instances, out
     )
+    if not instances:
+        logger.warning("no instances to run (check the csv, --filter and --limit)")
 
     if args.in_process:
         executor: Executor = InProcessExecutor(config)
@@ -500,6 +502,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     print(format_summary(summary), flush=True)
     return 0
+
+
+def _save_run_config(out: Path, text: str) -> None:
+    """Write the run's options to ``out/config.yaml``, keeping an older one.
+
+    A resumed run whose options differ keeps the first run's ``config.yaml`` (it
+    describes the results already there) and writes ``config.latest.yaml``.
+    """
+    path = out / "config.yaml"
+    if path.is_file() and path.read_text(encoding="utf-8") != text:
+        latest = out / "config.latest.yaml"
+        logger.warning(
+            "options differ from those of the results already in %s (%s); finished"
+            " instances keep their results, new ones use the options in %s",
+            out,
+            path.name,
+            latest.name,
+        )
+        latest.write_text(text, encoding="utf-8")
+        return
+    path.write_text(text, encoding="utf-8")
 
 
 def _run_with_progress(

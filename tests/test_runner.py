@@ -428,3 +428,26 @@ def test_ctrl_c_during_run_gives_one_line_and_keeps_results(tmp_path):
     assert "Traceback" not in stderr, stderr
     assert "interrupted" in stderr
     assert [r[3] for r in read_csv_rows(out / RESULTS_CSV)[1:]] == ["unsat"]
+
+
+def test_resumed_run_with_other_options_keeps_the_first_config(fake, tmp_path, caplog):
+    csv_path = write_benchmark(tmp_path / "b", {"a": ("unsat", 30)})
+    out = tmp_path / "out"
+    args = ["run", str(csv_path), "--out", str(out), "--in-process"]
+    assert main(args) == 0
+    first = (out / "config.yaml").read_text()
+    assert main([*args, "--set", "attack.restarts=3"]) == 0
+    assert (out / "config.yaml").read_text() == first
+    assert "restarts: 3" in (out / "config.latest.yaml").read_text()
+    assert "options differ" in caplog.text
+    caplog.clear()
+    assert main(args) == 0  # the same options again: no warning
+    assert "options differ" not in caplog.text
+
+
+def test_empty_selection_warns(fake, tmp_path, caplog):
+    csv_path = write_benchmark(tmp_path / "b", {"a": ("unsat", 30)})
+    args = ["run", str(csv_path), "--out", str(tmp_path / "o"), "--in-process"]
+    assert main([*args, "--filter", "zzz"]) == 0
+    assert "no instances to run" in caplog.text
+    assert fakes.calls(fake) == []
