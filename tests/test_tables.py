@@ -322,6 +322,8 @@ def test_table_specs_ranges():
         table_specs(["relu"])
     with pytest.raises(ValueError, match="sqrt needs a range"):
         table_specs(["sqrt"], -2.0, -1.0)
+    with pytest.raises(ValueError, match="lower end 3 must be below its upper end 1"):
+        table_specs(["sigmoid"], 3.0, 1.0)
 
 
 # --- command line ----------------------------------------------------------------

@@ -133,6 +133,10 @@ def table_specs(
         raise ValueError(
             f"no table for {', '.join(unknown)} (known: {', '.join(ALL_KEYS)})"
         )
+    if not range_l < range_u:
+        raise ValueError(
+            f"the range's lower end {range_l:g} must be below its upper end {range_u:g}"
+        )
     specs = []
     for key in keys:
         if key == MUL_KEY:
