@@ -68,13 +68,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status (argparse exits with 2 itself on usage errors).
     """
-    args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser().parse_args(argv)
+        configure_logging(args.log_level)
         return args.command(args)
     except KeyboardInterrupt:
         logger.error("interrupted")
         return 130
+    except SystemExit as exc:  # usage errors, from argparse or a command
+        if exc.code not in (0, None):
+            _usage_error_result(argv)
+        raise
+
+
+def _usage_error_result(argv: list[str]) -> None:
+    """On a usage error of ``verify``, still write ``error`` to ``--result-file``."""
+    if "verify" not in argv:
+        return
+    path = None
+    for i, arg in enumerate(argv):
+        if arg == "--result-file" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--result-file="):
+            path = arg.split("=", 1)[1]
+    if not path:
+        return
+    try:
+        write_result_file(path, Result(Verdict.ERROR, message="usage error"))
+    except OSError:
+        pass  # argparse has already printed the usage error itself
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -491,3 +491,15 @@ def test_real_verify_module_exposes_the_expected_signature():
     assert list(params)[:2] == ["model_path", "property_path"]
     assert params["timeout"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["config"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_usage_error_still_writes_the_result_file(tmp_path, capsys):
+    out = tmp_path / "r.txt"
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", "model.onnx", "--timeout", "abc", "--result-file", str(out)])
+    assert exc.value.code == 2
+    assert out.read_text().split()[0] == "error"
+    other = tmp_path / "s.txt"
+    with pytest.raises(SystemExit):
+        main(["verify", f"--result-file={other}", "only_model.onnx"])
+    assert other.read_text().split()[0] == "error"
