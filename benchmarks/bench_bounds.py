@@ -42,7 +42,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from known import read_instances
+from known import FAMILIES, read_instances
 
 from genbab.bounds import Box, Engine, build_objective, output_interval_lower
 from genbab.bounds.alpha import optimize_bounds
@@ -53,18 +53,6 @@ from genbab.errors import GenbabError
 from genbab.model import load_model
 from genbab.spec import read_vnnlib
 
-FAMILIES = [
-    "acasxu_2023",
-    "mnist_fc_2022",
-    "eran_mnist_vnncomp2021",
-    "dist_shift_2023",
-    "ml4acopf_2023",
-    "ml4acopf_2024",
-    "vit_2023",
-    "lsnc_2024",
-    "nn4sys_2023",
-    "cgan_2023",
-]
 DT = torch.float64
 METHODS = ("interval", "crown", "alpha")
 

@@ -74,8 +74,8 @@ MODELS = {
     ),
     "cgan": (
         "cgan_2023", "cGAN_imgSz32_nCh_3_nonlinear_activations.onnx.gz",
-        "cGAN_imgSz32_nCh_3_nonlinear_activations_prop_0_input_eps_0.010_output_eps_0.015"
-        ".vnnlib.gz",
+        "cGAN_imgSz32_nCh_3_nonlinear_activations_prop_0_input_eps_0.010"
+        "_output_eps_0.015.vnnlib.gz",
     ),
 }  # fmt: skip
 

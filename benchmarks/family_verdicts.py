@@ -21,20 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from known import ROOT, SHARED, contradicts, known_verdicts
+from known import FAMILIES, ROOT, SHARED, contradicts, known_verdicts
 
-FAMILIES = [
-    "acasxu_2023",
-    "mnist_fc_2022",
-    "eran_mnist_vnncomp2021",
-    "dist_shift_2023",
-    "ml4acopf_2023",
-    "ml4acopf_2024",
-    "nn4sys_2023",
-    "cgan_2023",
-    "lsnc_2024",
-    "vit_2023",
-]
 VERDICTS = ["sat", "unsat", "unknown", "timeout", "error"]
 
 

@@ -9,6 +9,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "benchmarks"
 
+#: The shared VNN-COMP families genbab is benchmarked on.
+FAMILIES = [
+    "acasxu_2023",
+    "mnist_fc_2022",
+    "eran_mnist_vnncomp2021",
+    "dist_shift_2023",
+    "ml4acopf_2023",
+    "ml4acopf_2024",
+    "vit_2023",
+    "lsnc_2024",
+    "nn4sys_2023",
+    "cgan_2023",
+]
+
 
 def read_instances(family: str) -> list[tuple[Path, Path, float]]:
     """Rows of a shared family's ``instances.csv``: (onnx, vnnlib, timeout)."""

@@ -20,6 +20,33 @@ DT = torch.float64
 MARGIN = 0.4
 
 
+def _proven_by_every_heuristic(
+    nodes, g, margin, bounds_cfg, heuristics, max_domains
+) -> None:
+    """A threshold ``margin`` below the sampled minimum of the net on [-1, 1]^2
+    is not proven by bounds alone and is proven by BaB with each heuristic."""
+    engine = Engine(Graph("input", (2,), nodes, "y"), DT)
+    box = Box(-torch.ones(1, 2, dtype=DT), torch.ones(1, 2, dtype=DT))
+    x = box.lower + (box.upper - box.lower) * torch.rand(4000, 2, generator=g, dtype=DT)
+    y_min = engine.graph.forward(x).min().item()
+    objective = Objective(
+        torch.ones(1, 1, 1, dtype=DT),
+        torch.tensor([[y_min - margin]], dtype=DT),
+        torch.ones(1, 1, dtype=torch.bool),
+        1,
+    )
+    lower, bounds = bound_objective(engine, box, objective, bounds_cfg)
+    assert lower.item() < y_min - margin  # not proven by bounds alone
+    for heuristic in heuristics:
+        bab = BabConfig(
+            batch_size=4, max_domains=max_domains, branching_point="midpoint",
+            heuristic=heuristic,
+        )  # fmt: skip
+        result = run_bab(engine, box, objective, bounds, lower, bab)
+        # Every heuristic runs without an indexing error and proves it.
+        assert result.proven, (heuristic, result)
+
+
 def test_split_values_of_different_sizes() -> None:
     g = torch.Generator().manual_seed(0)
     nodes = [
@@ -29,28 +56,14 @@ def test_split_values_of_different_sizes() -> None:
         Node("s", Unary("sigmoid"), ("z",), (2,)),
         Node("y", Linear(torch.tensor([[1.0], [-1.0]], dtype=DT)), ("s",), (1,)),
     ]
-    engine = Engine(Graph("input", (2,), nodes, "y"), DT)
-    box = Box(-torch.ones(1, 2, dtype=DT), torch.ones(1, 2, dtype=DT))
-    x = box.lower + (box.upper - box.lower) * torch.rand(4000, 2, generator=g, dtype=DT)
-    y_min = engine.graph.forward(x).min().item()
-    # A threshold a little below the sampled minimum: provable only by splitting.
-    objective = Objective(
-        torch.ones(1, 1, 1, dtype=DT),
-        torch.tensor([[y_min - MARGIN]], dtype=DT),
-        torch.ones(1, 1, dtype=torch.bool),
-        1,
+    _proven_by_every_heuristic(
+        nodes,
+        g,
+        MARGIN,
+        BoundsConfig(method="crown"),
+        ("babsr", "bbps", "widest"),
+        2000,
     )
-    cfg = BoundsConfig(method="crown")
-    lower, bounds = bound_objective(engine, box, objective, cfg)
-    assert lower.item() < y_min - MARGIN  # not proven by bounds alone
-    for heuristic in ("babsr", "bbps", "widest"):
-        bab = BabConfig(
-            batch_size=4, max_domains=2000, branching_point="midpoint",
-            heuristic=heuristic,
-        )  # fmt: skip
-        result = run_bab(engine, box, objective, bounds, lower, bab)
-        # Every heuristic runs without an indexing error and proves it.
-        assert result.proven, (heuristic, result)
 
 
 def test_broadcast_product_input_is_scored_in_its_own_shape() -> None:
@@ -65,22 +78,4 @@ def test_broadcast_product_input_is_scored_in_its_own_shape() -> None:
         Node("m", Mul(), ("r", "s"), (3,)),
         Node("y", Linear(torch.randn(3, 1, generator=g, dtype=DT)), ("m",), (1,)),
     ]
-    engine = Engine(Graph("input", (2,), nodes, "y"), DT)
-    box = Box(-torch.ones(1, 2, dtype=DT), torch.ones(1, 2, dtype=DT))
-    x = box.lower + (box.upper - box.lower) * torch.rand(4000, 2, generator=g, dtype=DT)
-    y_min = engine.graph.forward(x).min().item()
-    objective = Objective(
-        torch.ones(1, 1, 1, dtype=DT),
-        torch.tensor([[y_min - 0.05]], dtype=DT),
-        torch.ones(1, 1, dtype=torch.bool),
-        1,
-    )
-    lower, bounds = bound_objective(engine, box, objective, BoundsConfig())
-    assert lower.item() < y_min - 0.05  # not proven by bounds alone
-    for heuristic in ("babsr", "bbps"):
-        bab = BabConfig(
-            batch_size=4, max_domains=4000, branching_point="midpoint",
-            heuristic=heuristic,
-        )  # fmt: skip
-        result = run_bab(engine, box, objective, bounds, lower, bab)
-        assert result.proven, (heuristic, result)
+    _proven_by_every_heuristic(nodes, g, 0.05, BoundsConfig(), ("babsr", "bbps"), 4000)

@@ -21,26 +21,18 @@ from torch import Tensor
 
 from genbab.bab.domains import Domains
 from genbab.bab.problem import Problem, flat
+from genbab.bounds.alpha import init_params
 from genbab.bounds.box import Bounds
 from genbab.bounds.engine import LinearForm
-from genbab.bounds.rules import rule_for
 
 STORE_DTYPE = torch.float32  # alpha and beta are stored in this dtype
 
 
 def init_alpha(problem: Problem, bounds: Bounds, rows: int) -> dict[str, Tensor]:
-    """Parameters of the default relaxations, ``[N, P, R, *shape]`` per node."""
-    engine = problem.engine
-    out: dict[str, Tensor] = {}
-    for node in engine.graph.nodes:
-        if node.op.linear:
-            continue
-        p = rule_for(node).init_params(node, [bounds[i] for i in node.inputs])
-        if p is None:
-            continue
-        p = p.movedim(1, 0).unsqueeze(2)  # [N, P, 1, *shape]
-        out[node.name] = p.expand(-1, -1, rows, *p.shape[3:]).to(STORE_DTYPE)
-    return out
+    """Parameters of the default relaxations, ``[N, P, R, *shape]`` per node
+    (alpha-CROWN's starting point, domains first)."""
+    params = init_params(problem.engine, bounds, rows)  # [P, N, R, *shape]
+    return {k: p.detach().movedim(1, 0).to(STORE_DTYPE) for k, p in params.items()}
 
 
 def zero_beta(problem: Problem, size: int, rows: int) -> dict[str, Tensor]:

@@ -254,7 +254,8 @@ def _pwl_backward(node, a, ins, params, in_shapes):
 
 def _pwl_init(node: Node, ins: list[Interval]) -> Tensor:
     lo, hi = ins[0]
-    return init_piecewise_params(node.op.function(), lo, hi)  # type: ignore[attr-defined]
+    function = node.op.function()  # type: ignore[attr-defined]
+    return init_piecewise_params(function, lo, hi)
 
 
 register_rule(PiecewiseLinear, NodeRule(_pwl_interval, _pwl_backward, _pwl_init))
